@@ -100,7 +100,7 @@ impl Observation {
                 format!("{} items; at most {MAX_ITEMS} per record", self.items.len()),
             ));
         }
-        let mut long = |field: String, value: &Option<String>| match value {
+        let long = |field: String, value: &Option<String>| match value {
             Some(v) if v.len() > MAX_FIELD_LEN => Err(err(
                 &field,
                 format!("{} bytes; at most {MAX_FIELD_LEN}", v.len()),
