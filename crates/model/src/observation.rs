@@ -160,13 +160,41 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (GOOD.replace("MessageBind", "ReadMail"), "operation", "unknown variant"),
-            (GOOD.replace("2026-11-24T10:00:00Z", "2026-02-30T10:00:00Z"), "time", "RFC 3339"),
-            (GOOD.replace("\"uid\":7", "\"uid\":-1"), "items[0].uid", "invalid value"),
-            (GOOD.replace("192.0.2.7", "300.1.1.1"), "client.ip", "invalid IP"),
-            (GOOD.replace("\"folder\"", "\"fodler\""), "fodler", "unknown field"),
-            (GOOD.replace("2026-11-24T10", "2027-11-24T10"), "time", "ahead"),
-            (GOOD.replace("\"alice@example.com\"", "\"  \""), "mailbox", "empty"),
+            (
+                GOOD.replace("MessageBind", "ReadMail"),
+                "operation",
+                "unknown variant",
+            ),
+            (
+                GOOD.replace("2026-11-24T10:00:00Z", "2026-02-30T10:00:00Z"),
+                "time",
+                "RFC 3339",
+            ),
+            (
+                GOOD.replace("\"uid\":7", "\"uid\":-1"),
+                "items[0].uid",
+                "invalid value",
+            ),
+            (
+                GOOD.replace("192.0.2.7", "300.1.1.1"),
+                "client.ip",
+                "invalid IP",
+            ),
+            (
+                GOOD.replace("\"folder\"", "\"fodler\""),
+                "fodler",
+                "unknown field",
+            ),
+            (
+                GOOD.replace("2026-11-24T10", "2027-11-24T10"),
+                "time",
+                "ahead",
+            ),
+            (
+                GOOD.replace("\"alice@example.com\"", "\"  \""),
+                "mailbox",
+                "empty",
+            ),
         ];
         for (text, field, reason) in cases {
             let e = parse_observation_json(&text, now()).unwrap_err();

@@ -141,7 +141,13 @@ mod tests {
 
     #[test]
     fn parsing_ignores_case() {
-        assert_eq!("messagebind".parse::<Operation>().unwrap(), Operation::MessageBind);
-        assert_eq!("delegate".parse::<LogonType>().unwrap(), LogonType::Delegate);
+        assert_eq!(
+            "messagebind".parse::<Operation>().unwrap(),
+            Operation::MessageBind
+        );
+        assert_eq!(
+            "delegate".parse::<LogonType>().unwrap(),
+            LogonType::Delegate
+        );
     }
 }

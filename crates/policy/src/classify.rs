@@ -91,24 +91,76 @@ mod tests {
         use LogonType::*;
         let cases = [
             // actor, acting_as, admin tool, mailbox, logon type, external
-            ("alice@example.com", None, false, "alice@example.com", Owner, false),
-            ("Alice@Example.com", None, false, "alice@example.com", Owner, false),
+            (
+                "alice@example.com",
+                None,
+                false,
+                "alice@example.com",
+                Owner,
+                false,
+            ),
+            (
+                "Alice@Example.com",
+                None,
+                false,
+                "alice@example.com",
+                Owner,
+                false,
+            ),
             ("alice", None, false, "alice@example.com", Owner, false),
-            ("bob@example.com", None, false, "alice@example.com", Delegate, false),
+            (
+                "bob@example.com",
+                None,
+                false,
+                "alice@example.com",
+                Delegate,
+                false,
+            ),
             ("bob", None, false, "alice", Delegate, false),
-            ("eve@partner.net", None, false, "alice@example.com", Delegate, true),
-            ("admin@example.com", Some("alice@example.com"), false, "alice@example.com", Admin, false),
+            (
+                "eve@partner.net",
+                None,
+                false,
+                "alice@example.com",
+                Delegate,
+                true,
+            ),
+            (
+                "admin@example.com",
+                Some("alice@example.com"),
+                false,
+                "alice@example.com",
+                Admin,
+                false,
+            ),
             ("admin", Some("alice"), false, "alice", Admin, false),
             // Naming yourself as the authorization identity is not impersonation.
-            ("alice@example.com", Some("alice"), false, "alice@example.com", Owner, false),
+            (
+                "alice@example.com",
+                Some("alice"),
+                false,
+                "alice@example.com",
+                Owner,
+                false,
+            ),
             ("root", None, true, "alice@example.com", Admin, false),
-            ("admin@corp.example", Some("alice@example.com"), false, "alice@example.com", Admin, true),
+            (
+                "admin@corp.example",
+                Some("alice@example.com"),
+                false,
+                "alice@example.com",
+                Admin,
+                true,
+            ),
         ];
         for (actor, acting_as, tool, mailbox, logon_type, external) in cases {
             let c = classify(&obs(actor, acting_as, tool, mailbox));
             assert_eq!(
                 c,
-                Classification { logon_type, external },
+                Classification {
+                    logon_type,
+                    external
+                },
                 "{actor} as {acting_as:?} (tool {tool}) on {mailbox}"
             );
         }

@@ -242,7 +242,10 @@ impl Policy {
                 LogonType::Delegate => o.delegate.clone(),
                 LogonType::Admin => o.admin.clone(),
             });
-            (over.is_none(), over.unwrap_or_else(|| self.org_set(logon).clone()))
+            (
+                over.is_none(),
+                over.unwrap_or_else(|| self.org_set(logon).clone()),
+            )
         };
         let (d_admin, admin) = pick(LogonType::Admin);
         let (d_delegate, delegate) = pick(LogonType::Delegate);
@@ -334,9 +337,7 @@ impl Policy {
                 edit,
             } => {
                 let named = match edit {
-                    ActionEdit::Replace(s) | ActionEdit::Add(s) | ActionEdit::Remove(s) => {
-                        Some(s)
-                    }
+                    ActionEdit::Replace(s) | ActionEdit::Add(s) | ActionEdit::Remove(s) => Some(s),
                     ActionEdit::Default => None,
                 };
                 if let Some(op) = named.and_then(|s| s.iter().find(|o| o.is_audit_system())) {
