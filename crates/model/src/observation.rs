@@ -59,7 +59,16 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 24 * 3600;
 pub fn parse_observation_json(text: &str, now: Timestamp) -> Result<Observation, ObservationError> {
     let de = &mut serde_json::Deserializer::from_str(text);
     let obs: Observation = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let mut path = e.path().to_string();
+        // JSON that breaks off before a key is read leaves an unknown segment, shown as `?`:
+        // name the enclosing value instead (`.` for the whole document).
+        let unknown = e.path().iter().rev();
+        for _ in unknown.take_while(|s| matches!(s, serde_path_to_error::Segment::Unknown)) {
+            path.pop();
+            if path.ends_with('.') {
+                path.pop();
+            }
+        }
         let inner = e.into_inner();
         ObservationError {
             field: if path.is_empty() { ".".into() } else { path },

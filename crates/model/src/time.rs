@@ -37,6 +37,10 @@ impl Timestamp {
         Timestamp(secs.saturating_mul(1_000_000))
     }
 
+    pub fn plus_micros(self, us: i64) -> Self {
+        Timestamp(self.0.saturating_add(us))
+    }
+
     pub fn plus_secs(self, secs: i64) -> Self {
         Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }

@@ -42,7 +42,9 @@ pub fn sample_records(n: usize) -> Vec<AuditRecord> {
             let op = ops[i % ops.len()];
             AuditRecord {
                 seq: 0,
-                time: Timestamp::from_secs(1_750_000_000 + (i as i64 / 2) * 60),
+                // Pairs share a time (the seq tie-break); fractions of a second vary.
+                time: Timestamp::from_secs(1_750_000_000 + (i as i64 / 2) * 60)
+                    .plus_micros(((i as i64 / 2) % 3) * 250_000),
                 recorded_at: Timestamp::from_secs(1_750_000_000 + i as i64 * 60 + 1),
                 operation: op,
                 result: if i % 11 == 0 {
@@ -83,7 +85,12 @@ pub fn sample_records(n: usize) -> Vec<AuditRecord> {
                 provenance: Provenance {
                     source: "dovecot".into(),
                     host: Some("mx1.example.com".into()),
-                    reference: Some(format!("dovecot.log:{i}")),
+                    // Mostly `file:line`; some that only survive as text (leading zero).
+                    reference: Some(if i % 5 == 0 {
+                        format!("event:0{i}")
+                    } else {
+                        format!("dovecot.log:{i}")
+                    }),
                 },
                 parameters: if i % 9 == 0 {
                     vec![Parameter {
@@ -105,7 +112,11 @@ fn newest_first(records: &mut [AuditRecord]) {
 /// Appended records come back identical, with consecutive seqs, and the Merkle root is the
 /// RFC 6962 root of their canonical encodings.
 pub fn round_trip(store: &mut dyn Store) {
-    let input = sample_records(300);
+    let mut input = sample_records(300);
+    // The usual case: one commit whose records share `recorded_at`.
+    for r in &mut input[..100] {
+        r.recorded_at = Timestamp::from_secs(1_760_000_000);
+    }
     let mut stored = store.append(input[..100].to_vec(), None).unwrap();
     stored.extend(store.append(input[100..].to_vec(), None).unwrap());
     assert_eq!(store.size().unwrap(), 300);
@@ -141,6 +152,22 @@ pub fn search_matches_filter(store: &mut dyn Store) {
             actors: vec!["admin@example.com".into()],
             from: Some(t(10)),
             to: Some(t(60)),
+            ..Default::default()
+        },
+        // An actor who is an owner of one mailbox and a delegate of another.
+        Query {
+            actors: vec!["user3@example.com".into()],
+            ..Default::default()
+        },
+        Query {
+            actors: vec!["user3@example.com".into()],
+            mailboxes: vec!["user2@example.com".into()],
+            ..Default::default()
+        },
+        // Bounds inside a second.
+        Query {
+            from: Some(t(12).plus_micros(250_000)),
+            to: Some(t(40).plus_micros(500_001)),
             ..Default::default()
         },
         Query {

@@ -38,9 +38,9 @@ pub struct StoredCheckpoint {
 pub enum Leaf {
     Record {
         record: Box<AuditRecord>,
-        /// The first 8 bytes of the leaf hash, written at append time. A locator, not a
+        /// The first 4 bytes of the leaf hash, written at append time. A locator, not a
         /// proof: it lets `verify` name the index that was edited.
-        stored_prefix: [u8; 8],
+        stored_prefix: [u8; 4],
     },
     Pruned(Hash),
 }

@@ -193,7 +193,7 @@ pub fn verify(
             } => {
                 records += 1;
                 let h = leaf_hash(&encode_canonical(&record));
-                if h[..8] != stored_prefix && leaf_error.is_none() {
+                if h[..4] != stored_prefix && leaf_error.is_none() {
                     leaf_error = Some(VerifyError::Leaf {
                         index,
                         reason: "the record differs from what was hashed when it was appended (a field was edited, or records were swapped)".into(),

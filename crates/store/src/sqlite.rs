@@ -8,7 +8,7 @@
 //! written in the same transaction as the rows. The Merkle state is re-read inside every
 //! write transaction, so several processes (a running server and a CLI) can append safely.
 
-use crate::blob;
+use crate::blob::{self, Kind};
 use crate::query::{decode_cursor, encode_cursor, items_contain};
 use crate::{
     Leaf, PageRequest, Query, SearchPage, Store, StoreError, StoredCheckpoint, TokenInfo,
@@ -22,27 +22,13 @@ use mailaudit_model::{
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const SCHEMA_VERSION: i64 = 1;
 pub const DB_FILE: &str = "mailaudit.db";
-
-/// Kinds of interned strings. Mailboxes and actors share one kind: they are the same
-/// addresses, and a search by name resolves to one id for both columns.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[repr(u8)]
-enum Kind {
-    Identity = 1,
-    Folder = 2,
-    Ip = 3,
-    Protocol = 4,
-    Client = 5,
-    Session = 6,
-    Source = 7,
-    Name = 8,
-}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -50,34 +36,26 @@ CREATE TABLE IF NOT EXISTS strings(id INTEGER PRIMARY KEY, kind INTEGER NOT NULL
 CREATE UNIQUE INDEX IF NOT EXISTS strings_kind_value ON strings(kind, value);
 CREATE TABLE IF NOT EXISTS records(
   seq INTEGER PRIMARY KEY,
-  time INTEGER NOT NULL,
-  recorded_at INTEGER NOT NULL,
+  time_s INTEGER NOT NULL,
+  time_us INTEGER NOT NULL,
   operation INTEGER NOT NULL,
   result INTEGER NOT NULL,
   logon INTEGER NOT NULL,
   external INTEGER NOT NULL,
   mailbox INTEGER NOT NULL,
   actor INTEGER NOT NULL,
-  acting_as INTEGER,
   folder INTEGER,
   dest_folder INTEGER,
   ip INTEGER,
-  port INTEGER,
   protocol INTEGER,
-  client_name INTEGER,
-  session INTEGER,
-  tls INTEGER,
-  source INTEGER NOT NULL,
-  host INTEGER,
-  reference TEXT,
-  reason TEXT,
   items BLOB,
-  parameters BLOB,
-  leaf INTEGER NOT NULL
+  leaf INTEGER NOT NULL,
+  extra BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_mailbox_time ON records(mailbox, time);
-CREATE INDEX IF NOT EXISTS records_actor_time ON records(actor, time);
-CREATE INDEX IF NOT EXISTS records_time ON records(time);
+CREATE INDEX IF NOT EXISTS records_mailbox_time ON records(mailbox, time_s);
+CREATE INDEX IF NOT EXISTS records_actor_time ON records(actor, time_s) WHERE actor != mailbox;
+CREATE INDEX IF NOT EXISTS records_time ON records(time_s);
+CREATE TABLE IF NOT EXISTS batches(first_seq INTEGER PRIMARY KEY, count INTEGER NOT NULL, recorded_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pruned(seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles(idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, note TEXT NOT NULL);
@@ -85,19 +63,34 @@ CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, version INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS tokens(hash BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 ";
 
-const RECORD_COLUMNS: &str = "seq, time, recorded_at, operation, result, logon, external, mailbox, actor, acting_as, folder, dest_folder, ip, port, protocol, client_name, session, tls, source, host, reference, reason, items, parameters, leaf";
+const RECORD_COLUMNS: &str = "seq, time_s, time_us, operation, result, logon, external, mailbox, actor, folder, dest_folder, ip, protocol, items, leaf, extra";
 
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     ids: HashMap<(Kind, String), i64>,
-    names: RefCell<HashMap<i64, String>>,
+    /// Shared with the SQL function that searches item subjects and Message-IDs.
+    names: Arc<Mutex<HashMap<i64, String>>>,
+    /// Highest string id of the kinds items reference that `names` is known to hold.
+    item_names_synced: Cell<i64>,
+    /// The last commit looked up: `[first_seq, end)` and its `recorded_at`.
+    last_batch: Cell<Option<(u64, u64, i64)>>,
 }
 
+const US: i64 = 1_000_000;
+
+/// Time is stored as whole seconds (indexed: 4 bytes per index entry instead of 8) and the
+/// microseconds within the second.
+fn row_time(row: &rusqlite::Row<'_>) -> Result<i64, StoreError> {
+    let s: i64 = row.get(1)?;
+    let us: i64 = row.get(2)?;
+    Ok(s.wrapping_mul(US).wrapping_add(us))
+}
+
+/// The leaf-hash locator kept per row: 4 bytes, enough to point at an edited record (the
+/// Merkle root, not this, is what proves anything).
 fn leaf_prefix(h: &Hash) -> i64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h[..8]);
-    i64::from_be_bytes(b)
+    i64::from(i32::from_be_bytes([h[0], h[1], h[2], h[3]]))
 }
 
 impl SqliteStore {
@@ -136,12 +129,15 @@ impl SqliteStore {
             }
             Some(_) => {}
         }
-        register_functions(&conn)?;
+        let names = Arc::new(Mutex::new(HashMap::new()));
+        register_functions(&conn, names.clone())?;
         Ok(SqliteStore {
             conn,
             path,
             ids: HashMap::new(),
-            names: RefCell::new(HashMap::new()),
+            names,
+            item_names_synced: Cell::new(0),
+            last_batch: Cell::new(None),
         })
     }
 
@@ -154,9 +150,41 @@ impl SqliteStore {
         &self.conn
     }
 
+    fn cached_name(&self, id: i64) -> Option<String> {
+        self.names.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    fn remember(&self, id: i64, name: String) {
+        if let Ok(mut m) = self.names.lock() {
+            m.insert(id, name);
+        }
+    }
+
+    /// Loads every subject and Message-ID domain not yet cached, so the text-search
+    /// function can read items without touching the database.
+    fn sync_item_names(&self) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, value FROM strings WHERE id > ?1 AND kind IN (?2, ?3) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                self.item_names_synced.get(),
+                Kind::Subject as u8,
+                Kind::MessageDomain as u8
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        for row in rows {
+            let (id, value) = row?;
+            self.remember(id, value);
+            self.item_names_synced.set(id);
+        }
+        Ok(())
+    }
+
     fn name(&self, id: i64) -> Result<String, StoreError> {
-        if let Some(n) = self.names.borrow().get(&id) {
-            return Ok(n.clone());
+        if let Some(n) = self.cached_name(id) {
+            return Ok(n);
         }
         let n: String = self
             .conn
@@ -164,7 +192,7 @@ impl SqliteStore {
             .query_row([id], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::Invalid(format!("string {id} is referenced but missing")))?;
-        self.names.borrow_mut().insert(id, n.clone());
+        self.remember(id, n.clone());
         Ok(n)
     }
 
@@ -195,7 +223,34 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn read_record(&self, row: &rusqlite::Row<'_>) -> Result<(AuditRecord, [u8; 8]), StoreError> {
+    /// The `recorded_at` of the commit that holds `seq`.
+    fn commit_recorded_at(&self, seq: u64) -> Result<i64, StoreError> {
+        if let Some((first, end, at)) = self.last_batch.get() {
+            if (first..end).contains(&seq) {
+                return Ok(at);
+            }
+        }
+        let found: Option<(i64, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT first_seq, count, recorded_at FROM batches WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+            )?
+            .query_row([seq as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        match found {
+            Some((first, count, at)) if (first as u64..(first + count) as u64).contains(&seq) => {
+                self.last_batch
+                    .set(Some((first as u64, (first + count) as u64, at)));
+                Ok(at)
+            }
+            _ => Err(StoreError::Corrupt {
+                seq,
+                what: "the commit it belongs to is missing from `batches`".into(),
+            }),
+        }
+    }
+
+    fn read_record(&self, row: &rusqlite::Row<'_>) -> Result<(AuditRecord, [u8; 4]), StoreError> {
         let seq: i64 = row.get(0)?;
         let seq = seq as u64;
         let corrupt = |what: String| StoreError::Corrupt { seq, what };
@@ -204,62 +259,77 @@ impl SqliteStore {
         let result: OperationResult = enum_name(4)?.parse().map_err(|e| corrupt(format!("{e}")))?;
         let logon_type: LogonType = enum_name(5)?.parse().map_err(|e| corrupt(format!("{e}")))?;
         let ip = self
-            .opt_name(row.get(12)?)?
+            .opt_name(row.get(11)?)?
             .map(|s| s.parse().map_err(|_| corrupt(format!("client ip `{s}`"))))
             .transpose()?;
-        let port: Option<i64> = row.get(13)?;
-        let port = port
-            .map(|p| u16::try_from(p).map_err(|_| corrupt(format!("port {p}"))))
-            .transpose()?;
-        let items: Option<Vec<u8>> = row.get(22)?;
-        let parameters: Option<Vec<u8>> = row.get(23)?;
-        let leaf: i64 = row.get(24)?;
+        let items: Option<Vec<u8>> = row.get(13)?;
+        let leaf: i64 = row.get(14)?;
+        let leaf = i32::try_from(leaf).map_err(|_| corrupt(format!("leaf locator {leaf}")))?;
+        let extra: Vec<u8> = row.get(15)?;
+        let time = row_time(row)?;
+        let mut resolve = |id: i64| self.name(id).map_err(|e| e.to_string());
+        let extra =
+            blob::decode_extra(&extra, &mut resolve).map_err(|e| corrupt(format!("extra: {e}")))?;
         let record = AuditRecord {
             seq,
-            time: Timestamp(row.get(1)?),
-            recorded_at: Timestamp(row.get(2)?),
+            time: Timestamp(time),
+            recorded_at: Timestamp(match extra.recorded_delta {
+                Some(d) => time.wrapping_add(d),
+                None => self.commit_recorded_at(seq)?,
+            }),
             operation,
             result,
-            reason: row.get(21)?,
+            reason: extra.reason,
             logon_type,
             external: row.get(6)?,
             mailbox: self.name(row.get(7)?)?,
             actor: self.name(row.get(8)?)?,
-            acting_as: self.opt_name(row.get(9)?)?,
-            folder: self.opt_name(row.get(10)?)?,
-            destination_folder: self.opt_name(row.get(11)?)?,
-            items: blob::decode_items(items.as_deref())
+            acting_as: extra.acting_as,
+            folder: self.opt_name(row.get(9)?)?,
+            destination_folder: self.opt_name(row.get(10)?)?,
+            items: blob::decode_items(items.as_deref(), &mut resolve)
                 .map_err(|e| corrupt(format!("items: {e}")))?,
             client: Client {
                 ip,
-                port,
-                protocol: self.opt_name(row.get(14)?)?,
-                name: self.opt_name(row.get(15)?)?,
-                session: self.opt_name(row.get(16)?)?,
-                tls: row.get(17)?,
+                port: extra.port,
+                protocol: self.opt_name(row.get(12)?)?,
+                name: extra.client_name,
+                session: extra.session,
+                tls: extra.tls,
             },
             provenance: Provenance {
-                source: self.name(row.get(18)?)?,
-                host: self.opt_name(row.get(19)?)?,
-                reference: row.get(20)?,
+                source: extra.source,
+                host: extra.host,
+                reference: extra.reference,
             },
-            parameters: blob::decode_parameters(parameters.as_deref())
-                .map_err(|e| corrupt(format!("parameters: {e}")))?,
+            parameters: extra.parameters,
         };
         Ok((record, leaf.to_be_bytes()))
     }
 }
 
-fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+fn register_functions(
+    conn: &Connection,
+    names: Arc<Mutex<HashMap<i64, String>>>,
+) -> Result<(), StoreError> {
     conn.create_scalar_function(
         "ma_items_contain",
         2,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
+        move |ctx| {
             let bytes = ctx.get_raw(0).as_blob_or_null().ok().flatten();
             let needle: String = ctx.get(1)?;
             // A record whose items no longer decode matches nothing; `verify` reports it.
-            let Ok(items) = blob::decode_items(bytes) else {
+            let Ok(names) = names.lock() else {
+                return Ok(false);
+            };
+            let mut resolve = |id: i64| {
+                names
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| format!("string {id} not loaded"))
+            };
+            let Ok(items) = blob::decode_items(bytes, &mut resolve) else {
                 return Ok(false);
             };
             let probe = AuditRecord {
@@ -359,53 +429,53 @@ impl Store for SqliteStore {
             fresh: HashMap::new(),
         };
         let mut stored = Vec::with_capacity(records.len());
+        let first_seq = frontier.size();
+        let count = records.len() as i64;
+        // Records of one commit normally share `recorded_at`; it is kept once, here.
+        let commit_recorded_at = records.first().map_or(Timestamp(0), |r| r.recorded_at);
+        if count > 0 {
+            tx.prepare_cached(
+                "INSERT INTO batches(first_seq, count, recorded_at) VALUES(?1, ?2, ?3)",
+            )?
+            .execute(params![
+                first_seq as i64,
+                count,
+                commit_recorded_at.micros()
+            ])?;
+        }
         let mut tiles: Vec<(u64, Hash)> = Vec::new();
         {
             let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO records({RECORD_COLUMNS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+                "INSERT INTO records({RECORD_COLUMNS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             ))?;
             for mut r in records {
                 r.seq = frontier.size();
                 let leaf = leaf_hash(&encode_canonical(&r));
                 let ip = r.client.ip.map(|ip| ip.to_string());
-                let row: [Value; 25] = [
+                let mut intern = |kind, v: &str| interner.id(&tx, kind, v);
+                let items = blob::encode_items(&r.items, &mut intern)?;
+                let extra = blob::encode_extra(&r, commit_recorded_at, &mut intern)?;
+                let row: [Value; 16] = [
                     Value::Integer(r.seq as i64),
-                    Value::Integer(r.time.micros()),
-                    Value::Integer(r.recorded_at.micros()),
+                    Value::Integer(r.time.micros().div_euclid(US)),
+                    Value::Integer(r.time.micros().rem_euclid(US)),
                     Value::Integer(interner.id(&tx, Kind::Name, r.operation.as_str())?),
                     Value::Integer(interner.id(&tx, Kind::Name, r.result.as_str())?),
                     Value::Integer(interner.id(&tx, Kind::Name, r.logon_type.as_str())?),
                     Value::Integer(i64::from(r.external)),
                     Value::Integer(interner.id(&tx, Kind::Identity, &r.mailbox)?),
                     Value::Integer(interner.id(&tx, Kind::Identity, &r.actor)?),
-                    interner
-                        .opt(&tx, Kind::Identity, r.acting_as.as_deref())?
-                        .into(),
                     interner.opt(&tx, Kind::Folder, r.folder.as_deref())?.into(),
                     interner
                         .opt(&tx, Kind::Folder, r.destination_folder.as_deref())?
                         .into(),
                     interner.opt(&tx, Kind::Ip, ip.as_deref())?.into(),
-                    r.client.port.map(i64::from).into(),
                     interner
                         .opt(&tx, Kind::Protocol, r.client.protocol.as_deref())?
                         .into(),
-                    interner
-                        .opt(&tx, Kind::Client, r.client.name.as_deref())?
-                        .into(),
-                    interner
-                        .opt(&tx, Kind::Session, r.client.session.as_deref())?
-                        .into(),
-                    r.client.tls.map(i64::from).into(),
-                    Value::Integer(interner.id(&tx, Kind::Source, &r.provenance.source)?),
-                    interner
-                        .opt(&tx, Kind::Source, r.provenance.host.as_deref())?
-                        .into(),
-                    r.provenance.reference.clone().into(),
-                    r.reason.clone().into(),
-                    blob::encode_items(&r.items).into(),
-                    blob::encode_parameters(&r.parameters).into(),
+                    items.into(),
                     Value::Integer(leaf_prefix(&leaf)),
+                    Value::Blob(extra),
                 ];
                 insert.execute(params_from_iter(row))?;
                 frontier.push(leaf, |level, index, hash| {
@@ -433,7 +503,7 @@ impl Store for SqliteStore {
         let fresh = interner.fresh;
         tx.commit()?;
         for ((kind, value), id) in fresh {
-            self.names.borrow_mut().insert(id, value.clone());
+            self.remember(id, value.clone());
             self.ids.insert((kind, value), id);
         }
         Ok(stored)
@@ -463,10 +533,20 @@ impl Store for SqliteStore {
             args.extend(vals);
         };
         if let Some(f) = q.from {
-            push(&mut clauses, "time >= ?".into(), vec![f.micros().into()]);
+            let (s, us) = (f.micros().div_euclid(US), f.micros().rem_euclid(US));
+            push(
+                &mut clauses,
+                "time_s >= ? AND (time_s > ? OR time_us >= ?)".into(),
+                vec![s.into(), s.into(), us.into()],
+            );
         }
         if let Some(t) = q.to {
-            push(&mut clauses, "time < ?".into(), vec![t.micros().into()]);
+            let (s, us) = (t.micros().div_euclid(US), t.micros().rem_euclid(US));
+            push(
+                &mut clauses,
+                "time_s <= ? AND (time_s < ? OR time_us < ?)".into(),
+                vec![s.into(), s.into(), us.into()],
+            );
         }
         let in_list = |col: &str, ids: &[i64]| {
             let marks = vec!["?"; ids.len()].join(",");
@@ -478,7 +558,6 @@ impl Store for SqliteStore {
         let names = |v: Vec<&'static str>| v.into_iter().map(String::from).collect::<Vec<_>>();
         let filters: Vec<(&str, Kind, Vec<String>, bool)> = vec![
             ("mailbox", Kind::Identity, q.mailboxes.clone(), true),
-            ("actor", Kind::Identity, q.actors.clone(), true),
             (
                 "operation",
                 Kind::Name,
@@ -509,6 +588,21 @@ impl Store for SqliteStore {
             }
             let (sql, vals) = in_list(col, &ids);
             push(&mut clauses, sql, vals);
+        }
+        if !q.actors.is_empty() {
+            let ids = self.lookup_ids(Kind::Identity, &q.actors, true)?;
+            if ids.is_empty() {
+                return Ok(empty());
+            }
+            // The actor index holds only records whose actor is not the mailbox's owner;
+            // owners acting on their own mailbox are found through the mailbox index.
+            let (a, va) = in_list("actor", &ids);
+            let (m, vm) = in_list("mailbox", &ids);
+            push(
+                &mut clauses,
+                format!("(({a} AND actor != mailbox) OR ({m} AND actor = mailbox))"),
+                [va, vm].concat(),
+            );
         }
         if !q.folders.is_empty() {
             let ids = self.lookup_ids(Kind::Folder, &q.folders, false)?;
@@ -566,6 +660,7 @@ impl Store for SqliteStore {
             );
         }
         if let Some(text) = &q.text {
+            self.sync_item_names()?;
             push(
                 &mut clauses,
                 "ma_items_contain(items, ?)".into(),
@@ -591,15 +686,14 @@ impl Store for SqliteStore {
         let mut page_args = args.clone();
         if let Some(c) = &page.cursor {
             let (t, s) = decode_cursor(c)?;
-            page_sql.push_str(" AND (time < ? OR (time = ? AND seq < ?))");
-            page_args.extend([
-                Value::Integer(t),
-                Value::Integer(t),
-                Value::Integer(s as i64),
-            ]);
+            let (ts, tus) = (t.div_euclid(US), t.rem_euclid(US));
+            page_sql.push_str(
+                " AND time_s <= ? AND (time_s < ? OR time_us < ? OR (time_us = ? AND seq < ?))",
+            );
+            page_args.extend([ts, ts, tus, tus, s as i64].map(Value::Integer));
         }
         let limit = page.limit.max(1);
-        page_sql.push_str(" ORDER BY time DESC, seq DESC LIMIT ?");
+        page_sql.push_str(" ORDER BY time_s DESC, time_us DESC, seq DESC LIMIT ?");
         page_args.push(Value::Integer(limit as i64 + 1));
         let mut stmt = self.conn.prepare(&page_sql)?;
         let mut rows = stmt.query(params_from_iter(page_args.iter()))?;
@@ -777,17 +871,17 @@ impl Store for SqliteStore {
             .collect();
         let candidates: Vec<AuditRecord> = {
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE time < ?1 ORDER BY seq"
+                "SELECT {RECORD_COLUMNS} FROM records WHERE time_s <= ?1 ORDER BY seq"
             ))?;
-            let mut rows = stmt.query([latest.micros()])?;
+            let mut rows = stmt.query([latest.micros().div_euclid(US)])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 let mailbox_id: i64 = row.get(7)?;
-                let time: i64 = row.get(1)?;
+                let time = row_time(row)?;
                 if cutoffs.get(&mailbox_id).is_some_and(|c| time < c.micros()) {
                     let (record, prefix) = self.read_record(row)?;
                     let leaf = leaf_hash(&encode_canonical(&record));
-                    if leaf[..8] != prefix {
+                    if leaf[..4] != prefix {
                         return Err(StoreError::Corrupt {
                             seq: record.seq,
                             what: "its contents no longer match its leaf hash; refusing to prune it (run `mailaudit verify`)".into(),
