@@ -70,7 +70,8 @@ pub fn parse_actions(spec: &str) -> Result<Vec<ActionEdit>> {
         };
         set.insert(name.parse::<Operation>()?);
     }
-    if !replace.is_empty() && !(add.is_empty() && remove.is_empty()) {
+    let edits_given = !add.is_empty() || !remove.is_empty();
+    if !replace.is_empty() && edits_given {
         bail!("`{spec}` mixes a plain list (replace) with +/- edits; use one or the other");
     }
     let mut edits = Vec::new();

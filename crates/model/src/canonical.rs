@@ -169,27 +169,27 @@ mod tests {
     #[test]
     fn every_field_changes_the_encoding() {
         let base = encode_canonical(&sample());
-        let mutants: Vec<Box<dyn Fn(&mut AuditRecord)>> = vec![
-            Box::new(|r| r.seq += 1),
-            Box::new(|r| r.time.0 += 1),
-            Box::new(|r| r.recorded_at.0 += 1),
-            Box::new(|r| r.operation = Operation::Move),
-            Box::new(|r| r.result = OperationResult::Failed),
-            Box::new(|r| r.reason = Some(String::new())),
-            Box::new(|r| r.logon_type = LogonType::Admin),
-            Box::new(|r| r.external = true),
-            Box::new(|r| r.mailbox.push('x')),
-            Box::new(|r| r.actor.push('x')),
-            Box::new(|r| r.acting_as = Some("x".into())),
-            Box::new(|r| r.folder = None),
-            Box::new(|r| r.destination_folder = Some("INBOX".into())),
-            Box::new(|r| r.items[0].uid = Some(8)),
-            Box::new(|r| r.items[0].subject = None),
-            Box::new(|r| r.items.push(Item::default())),
-            Box::new(|r| r.client.port = None),
-            Box::new(|r| r.client.tls = Some(false)),
-            Box::new(|r| r.provenance.reference = Some("x".into())),
-            Box::new(|r| r.parameters[0].value.push('x')),
+        let mutants: &[fn(&mut AuditRecord)] = &[
+            |r| r.seq += 1,
+            |r| r.time.0 += 1,
+            |r| r.recorded_at.0 += 1,
+            |r| r.operation = Operation::Move,
+            |r| r.result = OperationResult::Failed,
+            |r| r.reason = Some(String::new()),
+            |r| r.logon_type = LogonType::Admin,
+            |r| r.external = true,
+            |r| r.mailbox.push('x'),
+            |r| r.actor.push('x'),
+            |r| r.acting_as = Some("x".into()),
+            |r| r.folder = None,
+            |r| r.destination_folder = Some("INBOX".into()),
+            |r| r.items[0].uid = Some(8),
+            |r| r.items[0].subject = None,
+            |r| r.items.push(Item::default()),
+            |r| r.client.port = None,
+            |r| r.client.tls = Some(false),
+            |r| r.provenance.reference = Some("x".into()),
+            |r| r.parameters[0].value.push('x'),
         ];
         for (i, m) in mutants.iter().enumerate() {
             let mut r = sample();

@@ -229,7 +229,7 @@ pub fn verify(
             failure = Some(leaf_error.take().unwrap_or(e));
             return Err(StoreError::Invalid("verification stopped".into()));
         }
-        if index % 65_536 == 0 {
+        if index.is_multiple_of(65_536) {
             progress(VerifyProgress {
                 done: index,
                 total: size,
@@ -309,7 +309,7 @@ fn subtree_hash(store: &dyn Store, a: u64, b: u64) -> Result<Hash, StoreError> {
     if n <= TILE {
         return Ok(root_of(&leaves_of(store, a, b)?));
     }
-    if n.is_power_of_two() && a % TILE == 0 {
+    if n.is_power_of_two() && a.is_multiple_of(TILE) {
         let mut tiles = Vec::with_capacity((n / TILE) as usize);
         for i in a / TILE..b / TILE {
             tiles.push(store.tile(i)?.ok_or_else(|| {
