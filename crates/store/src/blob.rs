@@ -13,6 +13,14 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// The bit set of the fields that are present.
+fn presence<T: Copy + Default + std::ops::BitOr<Output = T>>(fields: &[(bool, T)]) -> T {
+    fields
+        .iter()
+        .filter(|(present, _)| *present)
+        .fold(T::default(), |acc, (_, bit)| acc | *bit)
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
@@ -67,7 +75,7 @@ pub(crate) fn encode_items(
     put_varint(&mut out, items.len() as u64);
     for i in items {
         let split = i.message_id.as_deref().and_then(split_message_id);
-        let flags = [
+        let flags = presence(&[
             (i.uid.is_some(), UID),
             (i.message_id.is_some() && split.is_none(), MESSAGE_ID),
             (split.is_some(), MESSAGE_ID_SPLIT),
@@ -75,10 +83,7 @@ pub(crate) fn encode_items(
             (i.size.is_some(), SIZE),
             (i.folder.is_some(), FOLDER),
             (i.unresolved.is_some(), UNRESOLVED),
-        ]
-        .iter()
-        .filter(|(present, _)| *present)
-        .fold(0u8, |acc, (_, bit)| acc | bit);
+        ]);
         out.push(flags);
         if let Some(v) = i.uid {
             put_varint(&mut out, u64::from(v));
@@ -163,7 +168,7 @@ pub(crate) fn encode_extra(
 ) -> Result<Vec<u8>, StoreError> {
     let own_time = r.recorded_at != commit_recorded_at;
     let split = r.provenance.reference.as_deref().and_then(split_reference);
-    let flags = [
+    let flags = presence(&[
         (r.acting_as.is_some(), ACTING_AS),
         (r.client.port.is_some(), PORT),
         (r.client.name.is_some(), CLIENT_NAME),
@@ -178,10 +183,7 @@ pub(crate) fn encode_extra(
         (r.reason.is_some(), REASON),
         (!r.parameters.is_empty(), PARAMETERS),
         (own_time, RECORDED_DELTA),
-    ]
-    .iter()
-    .filter(|(present, _)| *present)
-    .fold(0u16, |acc, (_, bit)| acc | bit);
+    ]);
     let mut out = Vec::with_capacity(24);
     put_varint(&mut out, u64::from(flags));
     if own_time {
