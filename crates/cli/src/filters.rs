@@ -64,6 +64,7 @@ impl FilterArgs {
             protocols: self.protocol.clone(),
             folders: self.folder.clone(),
             text: self.text.clone(),
+            below_seq: None,
         })
     }
 }

@@ -185,8 +185,10 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 pub fn export(dir: &Path, args: ExportArgs) -> Result<i32> {
-    let q = args.filters.to_query()?;
+    let mut q = args.filters.to_query()?;
     let mut auditor = datadir::open_auditor(dir)?;
+    // A snapshot: exactly the records counted below, whatever is appended while it runs.
+    q.below_seq = Some(auditor.store().size()?);
     let mut page = PageRequest {
         limit: 1000,
         cursor: None,

@@ -48,7 +48,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Auditor])?;
     let pairs = pairs(raw.as_deref());
-    let (q, _) = parse_query_pairs(&pairs, &["format"], state.config.max_page)?;
+    let (mut q, _) = parse_query_pairs(&pairs, &["format"], state.config.max_page)?;
     let format: Format = pairs
         .iter()
         .find(|(k, _)| k == "format")
@@ -56,6 +56,9 @@ pub async fn export(
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("parameter `format`: {e}")))?
         .unwrap_or(Format::JsonLines);
+    // The export holds the records that exist now, exactly the ones counted: not its own
+    // record, appended below, nor anything appended while it streams.
+    q.below_seq = Some(state.read(|s| Ok(s.size()?)).await?);
     let query = q.clone();
     let total = state
         .read(move |s| {

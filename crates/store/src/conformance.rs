@@ -223,6 +223,11 @@ pub fn search_matches_filter(store: &mut dyn Store) {
             mailboxes: vec!["nobody@example.com".into()],
             ..Default::default()
         },
+        Query {
+            below_seq: Some(150),
+            logon_types: vec![LogonType::Owner],
+            ..Default::default()
+        },
     ];
     for q in queries {
         let mut expected: Vec<_> = stored.iter().filter(|r| q.matches(r)).cloned().collect();

@@ -110,12 +110,15 @@ pub fn verify(
     key: &VerifierKey,
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<VerifyReport, VerifyError> {
+    // Checkpoints first, then the tree: the tree only grows, so every checkpoint read is
+    // covered by the tree read after it, even while a server appends and signs meanwhile.
+    let stored_checkpoints = store.checkpoints()?;
     let stored_frontier = store.frontier()?;
     let size = stored_frontier.size();
 
     let mut checkpoints: Vec<(u64, Checkpoint)> = Vec::new();
     let mut seen_notes = std::collections::HashMap::new();
-    for c in store.checkpoints()? {
+    for c in stored_checkpoints {
         let cp = Checkpoint::open(&c.note, key).map_err(|e| VerifyError::Checkpoint {
             id: c.id,
             reason: format!("signature or format is not valid: {e}"),

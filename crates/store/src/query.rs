@@ -104,6 +104,9 @@ pub struct Query {
     pub folders: Vec<String>,
     /// Case-insensitive substring of an item's subject or Message-ID.
     pub text: Option<String>,
+    /// Only records below this log size: a snapshot, so that an export or a paged search
+    /// streams exactly the records it counted, whatever is appended meanwhile.
+    pub below_seq: Option<u64>,
 }
 
 impl Query {
@@ -136,6 +139,7 @@ impl Query {
                         .is_some_and(|f| self.folders.iter().any(|x| x == f))
                 }))
             && self.text.as_deref().is_none_or(|t| items_contain(r, t))
+            && self.below_seq.is_none_or(|n| r.seq < n)
     }
 
     /// A short description for the `AuditLogSearch` record of a search.

@@ -659,6 +659,13 @@ impl Store for SqliteStore {
                 vals.into_iter().map(Value::Integer).collect(),
             );
         }
+        if let Some(n) = q.below_seq {
+            push(
+                &mut clauses,
+                "seq < ?".into(),
+                vec![Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))],
+            );
+        }
         if let Some(text) = &q.text {
             self.sync_item_names()?;
             push(

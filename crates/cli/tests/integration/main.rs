@@ -1,0 +1,13 @@
+//! End-to-end tests of the `mailaudit` binary: each runs the real command and, where it needs
+//! one, a real `mailaudit serve` on a temporary data directory.
+//!
+//! One test binary with a module per area (the ripgrep layout). It lives in
+//! `tests/integration/` so that Cargo does not also build each module as a test crate of its own.
+
+mod crash;
+mod exports;
+mod ingest_errors;
+mod policy_live;
+mod tamper;
+mod tour;
+mod util;
