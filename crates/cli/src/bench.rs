@@ -142,7 +142,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         let n = left.min(args.batch as u64);
         let batch: Vec<_> = generator.by_ref().take(n as usize).collect();
         let t = Instant::now();
-        let (_, stored) = auditor.ingest(batch)?;
+        let (_, stored) = auditor.ingest(batch, &[])?;
         ingest_time += t.elapsed();
         stored_total += stored.len() as u64;
         for r in &stored {

@@ -53,7 +53,7 @@ fn fill_demo(dir: &Path, records: u64) -> Result<()> {
     while left > 0 {
         let n = left.min(20_000);
         let batch: Vec<_> = generator.by_ref().take(n as usize).collect();
-        auditor.ingest(batch)?;
+        auditor.ingest(batch, &[])?;
         left -= n;
     }
     auditor.checkpoint()?;

@@ -107,10 +107,12 @@ impl<S: Store> Auditor<S> {
     }
 
     /// Classifies and filters a batch, and appends what the policy keeps in one durable
-    /// transaction. Outcomes are in input order.
+    /// transaction, together with `settings` (a source's position). Outcomes are in input
+    /// order.
     pub fn ingest(
         &mut self,
         observations: Vec<Observation>,
+        settings: &[(&str, &str)],
     ) -> Result<(Vec<IngestOutcome>, Vec<AuditRecord>), PipelineError> {
         self.refresh_policy()?;
         let now = Timestamp::now();
@@ -149,10 +151,10 @@ impl<S: Store> Auditor<S> {
                 }
             }
         }
-        let stored = if keep.is_empty() {
+        let stored = if keep.is_empty() && settings.is_empty() {
             Vec::new()
         } else {
-            self.store.append(keep, None)?
+            self.store.append(keep, settings)?
         };
         let mut seqs = stored.iter().map(|r| r.seq);
         for o in outcomes.iter_mut() {
@@ -214,7 +216,7 @@ impl<S: Store> Auditor<S> {
         let text = json(&next);
         let stored = self
             .store
-            .append(vec![record], Some((POLICY_SETTING, &text)))?;
+            .append(vec![record], &[(POLICY_SETTING, &text)])?;
         self.refresh_policy()?;
         let record = stored
             .into_iter()
@@ -239,7 +241,7 @@ impl<S: Store> Auditor<S> {
             false,
             Timestamp::now(),
         );
-        let stored = self.store.append(vec![record], None)?;
+        let stored = self.store.append(vec![record], &[])?;
         stored
             .into_iter()
             .next()

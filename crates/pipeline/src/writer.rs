@@ -33,7 +33,12 @@ impl Default for WriterConfig {
 type Reply<T> = oneshot::Sender<Result<T, PipelineError>>;
 
 enum Job {
-    Ingest(Vec<Observation>, Reply<Vec<IngestOutcome>>),
+    /// Observations and settings (a source's position) to commit with them.
+    Ingest(
+        Vec<Observation>,
+        Vec<(String, String)>,
+        Reply<Vec<IngestOutcome>>,
+    ),
     Policy(Actor, PolicyChange, Reply<(AuditRecord, Policy)>),
     AuditAccess(
         Actor,
@@ -88,7 +93,18 @@ impl WriterHandle {
         &self,
         observations: Vec<Observation>,
     ) -> Result<Vec<IngestOutcome>, PipelineError> {
-        self.call(|r| Job::Ingest(observations, r)).await
+        self.call(|r| Job::Ingest(observations, Vec::new(), r))
+            .await
+    }
+
+    /// Like `ingest`, and writes `settings` (a source's position and state) in the same
+    /// transaction, so that a restarted source neither repeats nor skips what it read.
+    pub async fn ingest_with_settings(
+        &self,
+        observations: Vec<Observation>,
+        settings: Vec<(String, String)>,
+    ) -> Result<Vec<IngestOutcome>, PipelineError> {
+        self.call(|r| Job::Ingest(observations, settings, r)).await
     }
 
     pub async fn change_policy(
@@ -142,14 +158,17 @@ fn run<S: Store>(
             return;
         };
         match job {
-            Job::Ingest(first, reply) => {
+            Job::Ingest(first, mut settings, reply) => {
                 let mut waiting = vec![(first.len(), reply)];
                 let mut batch = first;
                 while batch.len() < max_batch {
                     match rx.try_recv() {
-                        Ok(Job::Ingest(more, reply)) => {
+                        Ok(Job::Ingest(more, more_settings, reply)) => {
                             waiting.push((more.len(), reply));
                             batch.extend(more);
+                            // A later position of the same source replaces an earlier one.
+                            settings.retain(|(k, _)| !more_settings.iter().any(|(m, _)| m == k));
+                            settings.extend(more_settings);
                         }
                         Ok(other) => {
                             held = Some(other);
@@ -158,7 +177,11 @@ fn run<S: Store>(
                         Err(_) => break,
                     }
                 }
-                match auditor.ingest(batch) {
+                let settings: Vec<(&str, &str)> = settings
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                match auditor.ingest(batch, &settings) {
                     Ok((outcomes, stored)) => {
                         let mut rest = outcomes.into_iter();
                         for (n, reply) in waiting {

@@ -117,8 +117,8 @@ pub fn round_trip(store: &mut dyn Store) {
     for r in &mut input[..100] {
         r.recorded_at = Timestamp::from_secs(1_760_000_000);
     }
-    let mut stored = store.append(input[..100].to_vec(), None).unwrap();
-    stored.extend(store.append(input[100..].to_vec(), None).unwrap());
+    let mut stored = store.append(input[..100].to_vec(), &[]).unwrap();
+    stored.extend(store.append(input[100..].to_vec(), &[]).unwrap());
     assert_eq!(store.size().unwrap(), 300);
     for (i, r) in stored.iter().enumerate() {
         assert_eq!(r.seq, i as u64);
@@ -140,7 +140,7 @@ pub fn round_trip(store: &mut dyn Store) {
 /// Every filter agrees with `Query::matches`, totals are exact, and paging visits every
 /// match exactly once, newest first.
 pub fn search_matches_filter(store: &mut dyn Store) {
-    let stored = store.append(sample_records(200), None).unwrap();
+    let stored = store.append(sample_records(200), &[]).unwrap();
     let t = |s: i64| Timestamp::from_secs(1_750_000_000 + s * 60);
     let queries = vec![
         Query::default(),
@@ -268,7 +268,7 @@ pub fn search_matches_filter(store: &mut dyn Store) {
 
 /// Retention removes contents but keeps leaf hashes: the size and root do not change.
 pub fn prune_keeps_the_tree(store: &mut dyn Store) {
-    let stored = store.append(sample_records(300), None).unwrap();
+    let stored = store.append(sample_records(300), &[]).unwrap();
     let root = store.frontier().unwrap().root();
     let cutoff = Timestamp::from_secs(1_750_000_000 + 50 * 60);
     // user0 keeps everything; the rest keep from `cutoff` on.
@@ -317,10 +317,10 @@ pub fn prune_keeps_the_tree(store: &mut dyn Store) {
 pub fn settings_and_checkpoints(store: &mut dyn Store) {
     assert_eq!(store.setting("policy").unwrap(), None);
     store
-        .append(sample_records(1), Some(("policy", "{\"a\":1}")))
+        .append(sample_records(1), &[("policy", "{\"a\":1}")])
         .unwrap();
     store
-        .append(sample_records(1), Some(("policy", "{\"a\":2}")))
+        .append(sample_records(1), &[("policy", "{\"a\":2}")])
         .unwrap();
     assert_eq!(
         store.setting("policy").unwrap(),
@@ -329,7 +329,7 @@ pub fn settings_and_checkpoints(store: &mut dyn Store) {
     let a = store
         .add_checkpoint(&mut |size, _| Ok(format!("cp {size}")))
         .unwrap();
-    store.append(sample_records(3), None).unwrap();
+    store.append(sample_records(3), &[]).unwrap();
     let b = store
         .add_checkpoint(&mut |size, _| Ok(format!("cp {size}")))
         .unwrap();

@@ -59,12 +59,13 @@ pub struct TokenInfo {
 pub trait Store: Send {
     /// Appends records in one durable transaction: when this returns `Ok`, they are on disk.
     /// Assigns each record's `seq` (its leaf index) and returns the records as stored.
-    /// `setting`, when given, is written in the same transaction (a policy change and the
-    /// record of it land together or not at all).
+    /// `settings` are written in the same transaction: a policy change and the record of
+    /// it, or a log follower's position and the records of the lines it read, land together
+    /// or not at all.
     fn append(
         &mut self,
         records: Vec<AuditRecord>,
-        setting: Option<(&str, &str)>,
+        settings: &[(&str, &str)],
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
     fn get(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;

@@ -418,7 +418,7 @@ impl Store for SqliteStore {
     fn append(
         &mut self,
         records: Vec<AuditRecord>,
-        setting: Option<(&str, &str)>,
+        settings: &[(&str, &str)],
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let tx = self
             .conn
@@ -494,7 +494,7 @@ impl Store for SqliteStore {
             "INSERT INTO meta(key, value) VALUES('frontier', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [frontier.to_bytes()],
         )?;
-        if let Some((key, value)) = setting {
+        for (key, value) in settings {
             tx.execute(
                 "INSERT INTO settings(key, version, value) VALUES(?1, 1, ?2) ON CONFLICT(key) DO UPDATE SET version = version + 1, value = excluded.value",
                 params![key, value],

@@ -144,7 +144,7 @@ fn rotated_siblings(path: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     out.into_iter().map(|(_, p)| p).collect()
 }
 
