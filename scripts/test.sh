@@ -8,12 +8,19 @@ cd "$(dirname "$0")/.."
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the build and the tests use: a C compiler for the bundled SQLite,
-# curl (the README tour is tested with it), python3 (XML well-formedness checks), grep.
+# curl (the README tour is tested with it, and it is one of the IMAP clients of the Dovecot
+# tests), python3 (XML checks, the Dovecot tests' imaplib/poplib/LMTP clients), Dovecot.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# A real Dovecot for the Dovecot source's end-to-end tests (they start their own instance
+# on loopback ports, in a temporary directory).
+[ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
+[ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
+[ -x /usr/lib/dovecot/managesieve ] || missing+=(dovecot-managesieved)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

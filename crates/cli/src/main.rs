@@ -2,7 +2,9 @@
 //! their typed errors into messages for people. No audit logic lives here.
 
 mod bench;
+mod bench_dovecot;
 mod datadir;
+mod dovecot;
 mod filters;
 mod policy_cmd;
 mod records_cmd;
@@ -79,8 +81,24 @@ enum Command {
     /// Manages API bearer tokens.
     #[command(subcommand)]
     Token(records_cmd::TokenCommand),
+    /// Imports history from other systems' logs into the store.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Measures ingest, query latency and bytes per record against grep over JSON lines.
     Bench(bench::BenchArgs),
+    /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
+    BenchDovecot(bench_dovecot::BenchDovecotArgs),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Dovecot log files (mail_log lines, login lines, events exported with transport=log).
+    Dovecot {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        dovecot: dovecot::DovecotArgs,
+    },
 }
 
 fn main() {
@@ -134,5 +152,9 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Token(cmd) => records_cmd::token(&dir, cmd),
         Command::Bench(args) => bench::run(args),
+        Command::BenchDovecot(args) => bench_dovecot::run(args),
+        Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
+            dovecot::import(&dir, &files, &dovecot)
+        }
     }
 }

@@ -6,11 +6,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mailaudit_model::Timestamp;
 use mailaudit_pipeline::{WriterConfig, WriterHandle};
-use mailaudit_server::{create_token, ReaderPool, Role, ServerConfig, State};
+use mailaudit_server::{
+    create_token, DovecotIntake, ReaderPool, Role, ServerConfig, SourceRegistry, State,
+};
 use mailaudit_store::{SqliteStore, Store};
 use mailaudit_synth::{Config as SynthConfig, Generator};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,11 @@ pub struct ServeArgs {
     /// How many synthetic records --demo generates.
     #[arg(long, default_value_t = 100_000)]
     demo_records: u64,
+    /// Follow this Dovecot log file (the lossless way in; see docs/dovecot.md).
+    #[arg(long)]
+    dovecot_log: Option<PathBuf>,
+    #[command(flatten)]
+    dovecot: crate::dovecot::DovecotArgs,
 }
 
 fn fill_demo(dir: &Path, records: u64) -> Result<()> {
@@ -87,10 +94,14 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
         checkpoint_interval: Duration::from_secs(args.checkpoint_interval.max(1)),
         ..Default::default()
     };
+    let registry = Arc::new(SourceRegistry::default());
+    let intake = Arc::new(DovecotIntake::new(args.dovecot.config()));
     let state = State {
         writer: writer.clone(),
         readers: Arc::new(readers),
         config: Arc::new(config.clone()),
+        dovecot: intake.clone(),
+        sources: registry.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +114,16 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
         let local = listener.local_addr()?;
         tokio::spawn(checkpoints(writer.clone(), config.checkpoint_interval));
         tokio::spawn(retention(writer.clone(), config.retention_interval));
+        tokio::spawn(dovecot_http_due(writer.clone(), intake, registry.clone()));
+        if let Some(path) = args.dovecot_log.clone() {
+            tokio::spawn(crate::dovecot::follow(
+                path,
+                args.dovecot.config(),
+                writer.clone(),
+                dir.to_path_buf(),
+                registry.clone(),
+            ));
+        }
         // Tests and scripts wait for this line.
         println!(
             "mailaudit listening on http://{local} (data dir {})",
@@ -133,6 +154,29 @@ async fn checkpoints(writer: WriterHandle, every: Duration) {
         tick.tick().await;
         if let Err(e) = writer.checkpoint().await {
             tracing::error!("signing a checkpoint failed: {e}");
+        }
+    }
+}
+
+/// Emits what the Dovecot HTTP intake held back for correlation once its window passed.
+async fn dovecot_http_due(
+    writer: WriterHandle,
+    intake: Arc<DovecotIntake>,
+    registry: Arc<SourceRegistry>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match intake.due(Timestamp::now()) {
+            Ok((observations, stats)) => {
+                registry.report("dovecot-http", stats);
+                if !observations.is_empty() {
+                    if let Err(e) = writer.ingest(observations).await {
+                        tracing::error!("storing Dovecot observations failed: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
         }
     }
 }

@@ -68,6 +68,23 @@ pub fn create_token(store: &mut dyn Store, name: &str, role: Role) -> Result<Str
     Ok(token)
 }
 
+/// The token from `Bearer TOKEN`, or from `Basic base64(ANY:TOKEN)`: senders that can only
+/// put credentials in a URL (Dovecot's http-post exporter, `http://mailaudit:TOKEN@host/…`)
+/// send Basic authentication.
+fn bearer_or_basic(value: &str) -> Option<String> {
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -102,10 +119,10 @@ pub async fn authenticate(
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_or_basic)
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::Unauthenticated)?;
+    let token = token.as_str();
     let h = hash(token);
     let info = state.read(move |s| Ok(s.token(&h)?)).await?;
     let info = info

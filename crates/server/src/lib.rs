@@ -12,11 +12,13 @@ mod ingest;
 mod params;
 mod policy;
 mod records;
+mod sources;
 mod state;
 
 pub use auth::{create_token, Role};
 pub use error::ApiError;
 pub use params::parse_query_pairs;
+pub use sources::{DovecotIntake, SourceRegistry};
 pub use state::{ReaderPool, ServerConfig, State};
 
 use axum::routing::{get, post, put};
@@ -46,5 +48,10 @@ pub fn router(state: State) -> Router {
             put(policy::put_bypass).delete(policy::delete_bypass),
         )
         .route("/api/v1/policy/changes", post(policy::post_change))
+        .route(
+            "/api/v1/sources/dovecot/events",
+            post(sources::post_dovecot_event),
+        )
+        .route("/api/v1/metrics", get(sources::metrics))
         .with_state(state)
 }

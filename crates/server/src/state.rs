@@ -70,6 +70,8 @@ pub struct State {
     pub writer: WriterHandle,
     pub readers: Arc<ReaderPool>,
     pub config: Arc<ServerConfig>,
+    pub dovecot: Arc<crate::DovecotIntake>,
+    pub sources: Arc<crate::SourceRegistry>,
 }
 
 impl State {

@@ -17,6 +17,9 @@
 //! println!("{n} observations in {:?}", started.elapsed());
 //! ```
 
+mod dovecot;
+pub use dovecot::{dovecot_log_lines, DOVECOT_TRANSPORT_LOG};
+
 use mailaudit_model::{
     Client, Item, Observation, Operation, OperationResult, Parameter, Provenance, Timestamp,
 };
