@@ -126,7 +126,7 @@ async fn follow_from_saved(
             let reference = format!("{name}#{}:{}", line.generation, line.number);
             match source.push_log_line(config, &line.text, &reference) {
                 Ok(o) => observations.extend(o),
-                Err(e) => tracing::warn!("{}:{}: {e}", path.display(), line.number),
+                Err(e) => tracing::warn!("{}: {reference}: {e}", path.display()),
             }
         }
         observations.extend(source.flush_due(config, Timestamp::now()));

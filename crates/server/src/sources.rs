@@ -38,6 +38,9 @@ pub struct DovecotIntake {
     config: DovecotConfig,
     source: Mutex<DovecotSource>,
     requests: AtomicU64,
+    /// When this process started taking events: with the request number, a reference that
+    /// stays unique across restarts (`http:1795560000.17`).
+    started: u64,
 }
 
 impl DovecotIntake {
@@ -46,6 +49,7 @@ impl DovecotIntake {
             config,
             source: Mutex::new(DovecotSource::new()),
             requests: AtomicU64::new(0),
+            started: u64::try_from(Timestamp::now().micros() / 1_000_000).unwrap_or(0),
         }
     }
 
@@ -80,14 +84,14 @@ pub async fn post_dovecot_event(
     })?;
     let intake = &state.dovecot;
     let n = intake.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let reference = format!("http:{n}");
+    let reference = format!("http:{}.{n}", intake.started);
     let (parsed, stats) = intake.with_source(|s, cfg| {
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) => s
-                .push_event_json(cfg, text, &reference)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the body is not UTF-8: {e}")),
-        };
+        // A stray non-UTF-8 byte (a subject in a legacy charset) must not cost the whole
+        // event: it becomes U+FFFD, and anything that is then not JSON is counted as such.
+        let text = String::from_utf8_lossy(&bytes);
+        let parsed = s
+            .push_event_json(cfg, &text, &reference)
+            .map_err(|e| e.to_string());
         (parsed, s.stats())
     })?;
     state.sources.report("dovecot-http", stats);

@@ -5,6 +5,7 @@
 //! `tests/integration/` so that Cargo does not also build each module as a test crate of its own.
 
 mod crash;
+mod dovecot;
 mod exports;
 mod ingest_errors;
 mod policy_live;

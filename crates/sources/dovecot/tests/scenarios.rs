@@ -407,13 +407,19 @@ fn a_sieve_redirect_shows_on_the_delivery() {
     let d = &out[0];
     assert_eq!(
         (d.operation, d.actor.as_str(), d.mailbox.as_str()),
-        (Operation::Deliver, "boss@example.com", "carol")
+        (Operation::Deliver, "carol", "carol")
     );
     assert_eq!(
         d.items,
         vec![item(Some(12), "<f@example.com>", "Salaries", 900)]
     );
-    assert_eq!(params(d), p(&[("forwarded_to", "exfil@evil.example")]));
+    assert_eq!(
+        params(d),
+        p(&[
+            ("envelope_sender", "boss@example.com"),
+            ("forwarded_to", "exfil@evil.example")
+        ])
+    );
 }
 
 #[test]
@@ -432,11 +438,17 @@ fn a_sieve_redirect_in_the_log_alone() {
     let d = &out[0];
     assert_eq!(
         (d.operation, d.actor.as_str(), d.mailbox.as_str()),
-        (Operation::Deliver, "boss@example.com", "carol")
+        (Operation::Deliver, "carol", "carol")
     );
     assert_eq!(
         d.items,
         vec![item(Some(13), "<g@example.com>", "Bonus", 901)]
     );
-    assert_eq!(params(d), p(&[("forwarded_to", "exfil@evil.example")]));
+    assert_eq!(
+        params(d),
+        p(&[
+            ("envelope_sender", "boss@example.com"),
+            ("forwarded_to", "exfil@evil.example")
+        ])
+    );
 }

@@ -465,8 +465,10 @@ pub(super) fn finish(
             ..
         } => {
             let place = classify::place(cfg, &owner, Some(folder.as_deref().unwrap_or("INBOX")))?;
+            // A delivery is done to the mailbox, by the mail system: the owner is the actor
+            // (a sender is no delegate of it), the envelope sender a parameter.
             let who = Who {
-                actor: sender,
+                actor: place.owner.clone(),
                 acting_as: None,
                 target: owner,
             };
@@ -478,9 +480,8 @@ pub(super) fn finish(
                 hint: None,
             };
             let items = resolve_items(cache, &place, vec![src], DELIVER_HINT);
-            let params = forwarded
-                .into_iter()
-                .map(|to| param("forwarded_to", to))
+            let params = std::iter::once(param("envelope_sender", sender))
+                .chain(forwarded.into_iter().map(|to| param("forwarded_to", to)))
                 .collect();
             tls = None;
             (Operation::Deliver, who, place, None, items, params)

@@ -137,6 +137,9 @@ pub(super) fn group_lines(
 ) -> Vec<(Meta, Ready)> {
     let lmtp = matches!(sess.protocol.as_deref(), Some("lmtp" | "lda"));
     let doveadm = sess.protocol.as_deref() == Some("doveadm");
+    // POP3 has no flag commands: a flag change in a POP3 session is the \Seen that RETR
+    // sets, part of the read, not a change the user made.
+    let pop3 = sess.protocol.as_deref() == Some("pop3");
     let mut out: Vec<(Meta, Ready)> = Vec::new();
     let mut used = vec![false; lines.len()];
     // LMTP: a delivery's own lines (saved to, forwarded to) join its save line, whichever
@@ -200,6 +203,15 @@ pub(super) fn group_lines(
                         f.mailbox.clone(),
                         vec![ItemSrc::from(f)],
                     );
+                    // A delivery is done to the mailbox, by the mail system: the owner is
+                    // the actor (a sender is no delegate), the sender a parameter.
+                    r.params.push(param(
+                        "envelope_sender",
+                        f.from
+                            .as_deref()
+                            .and_then(classify::header_address)
+                            .unwrap_or_else(|| "<>".to_string()),
+                    ));
                     for to in f
                         .msgid
                         .as_ref()
@@ -208,12 +220,6 @@ pub(super) fn group_lines(
                     {
                         r.params.push(param("forwarded_to", to));
                     }
-                    r.actor = Some(
-                        f.from
-                            .as_deref()
-                            .and_then(classify::header_address)
-                            .unwrap_or_else(|| "<>".to_string()),
-                    );
                     r.owner = b.user.clone().or_else(|| sess.user.clone());
                     made.push((meta(b), r));
                 }
@@ -267,6 +273,11 @@ pub(super) fn group_lines(
                     r.params.push(param("destination_uids", dest_uids));
                 }
                 Some(r)
+            }
+            Entry::MailLog(MailLogKind::FlagChange, _) if pop3 => {
+                *ignored += run.len() as u64;
+                i = j;
+                continue;
             }
             Entry::MailLog(kind, f) => {
                 let op = match kind {
