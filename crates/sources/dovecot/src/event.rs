@@ -4,7 +4,10 @@
 //! the event's name and one of its timestamps.
 
 use mailaudit_model::Timestamp;
-use serde_json::{Map, Value};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 /// Why a text is not an event.
@@ -108,100 +111,352 @@ pub(crate) enum Event {
     },
 }
 
+/// A JSON value read leniently and without building a tree: strings stay borrowed from the
+/// text where they can, and a field of an unexpected type is kept as `Other` (absent to the
+/// getters below) rather than failing the whole event.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Null,
+    Other,
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::UInt(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A list of strings (`categories`, `reason_code`); a single string is a list of one, and
+/// anything else an empty list.
+#[derive(Debug, Default)]
+struct StrList<'a>(Vec<Cow<'a, str>>);
+
+struct StrListVisitor;
+
+impl<'de> Visitor<'de> for StrListVisitor {
+    type Value = StrList<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<Scalar<'de>>()? {
+            if let Scalar::Str(s) = v {
+                out.push(s);
+            }
+        }
+        Ok(StrList(out))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(StrList(vec![Cow::Borrowed(v)]))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(StrList(vec![Cow::Owned(v.to_string())]))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(StrList::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(StrList::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(StrList::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(StrList::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(StrList::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(StrList::default())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrListVisitor)
+    }
+}
+
+/// The fields this source reads; every other field is skipped without being built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawFields<'a> {
+    #[serde(borrow)]
+    service: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    protocol: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    session: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    user: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    remote_ip: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    remote_port: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    success: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    mechanism: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    original_user: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    master_user: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    login_user: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    error: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    transport: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    cmd_name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    cmd_input_name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    cmd_args: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    cmd_human_args: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    tagged_reply_state: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    tagged_reply: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    mailbox: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    old_mailbox: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    new_mailbox: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    reason_code: Option<StrList<'a>>,
+    #[serde(borrow)]
+    uid: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    rcpt_to: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    mail_from: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    message_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    message_subject: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    message_from: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    message_size: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    script_name: Option<Scalar<'a>>,
+}
+
+/// `fields` as it was found: absent, an object, or something else (an error).
+#[derive(Debug, Default)]
+enum FieldsValue<'a> {
+    #[default]
+    Absent,
+    Object(Box<RawFields<'a>>),
+    NotObject,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FieldsValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldsValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the event's fields")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawFields::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|f| FieldsValue::Object(Box::new(f)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(FieldsValue::NotObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(FieldsValue::Absent)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    event: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    hostname: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    start_time: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    end_time: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    categories: Option<StrList<'a>>,
+    #[serde(borrow)]
+    fields: FieldsValue<'a>,
+}
+
 /// Parses the JSON text of one event.
 pub(crate) fn parse_event(text: &str) -> Result<Event, EventError> {
-    let value: Value = serde_json::from_str(text.trim()).map_err(|e| EventError::Json {
+    let text = text.trim();
+    if !text.starts_with('{') {
+        // Anything but an object is no event; a broken one is a JSON error (below).
+        if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+            return Err(EventError::NotAnEvent("not a JSON object".into()));
+        }
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| EventError::Json {
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
     })?;
-    let Value::Object(obj) = value else {
-        return Err(EventError::NotAnEvent("not a JSON object".into()));
-    };
-    let name = match obj.get("event") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+    let name = match &raw.event {
+        Some(Scalar::Str(s)) if !s.trim().is_empty() => s.trim().to_string(),
         Some(_) => return Err(EventError::NotAnEvent("\"event\" is not a name".into())),
         None => return Err(EventError::NotAnEvent("no \"event\" field".into())),
     };
-    let empty = Map::new();
-    let fields = match obj.get("fields") {
-        Some(Value::Object(m)) => m,
-        None => &empty,
-        Some(_) => return Err(EventError::NotAnEvent("\"fields\" is not an object".into())),
+    let empty = RawFields::default();
+    let fields = match &raw.fields {
+        FieldsValue::Object(m) => m.as_ref(),
+        FieldsValue::Absent => &empty,
+        FieldsValue::NotObject => {
+            return Err(EventError::NotAnEvent("\"fields\" is not an object".into()))
+        }
     };
-    let start = time_value(obj.get("start_time"), "start_time")?;
-    let end = time_value(obj.get("end_time"), "end_time")?;
+    let start = time_value(raw.start_time.as_ref(), "start_time")?;
+    let end = time_value(raw.end_time.as_ref(), "end_time")?;
     let Some(time) = end.or(start) else {
         return Err(EventError::NotAnEvent(format!(
             "event {name} has neither start_time nor end_time"
         )));
     };
-    let categories: Vec<String> = match obj.get("categories") {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let host = match obj.get("hostname") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+    let host = match &raw.hostname {
+        Some(Scalar::Str(s)) if !s.is_empty() => Some(s.to_string()),
         _ => None,
     };
-    let f = Fields(fields);
-    let service = f.str("service").or_else(|| f.str("protocol")).or_else(|| {
-        categories
-            .iter()
-            .find_map(|c| c.strip_prefix("service:").map(str::to_string))
-    });
+    let f = fields;
+    let service = text_of(&f.service)
+        .or_else(|| text_of(&f.protocol))
+        .or_else(|| {
+            raw.categories.as_ref().and_then(|c| {
+                c.0.iter()
+                    .find_map(|c| c.strip_prefix("service:").map(str::to_string))
+            })
+        });
     let c = Common {
         time,
         start,
         host,
-        session: f.str("session"),
-        user: f.str("user"),
-        ip: f.str("remote_ip").and_then(|s| s.parse().ok()),
-        port: f
-            .int("remote_port")
+        session: text_of(&f.session),
+        user: text_of(&f.user),
+        ip: text_of(&f.remote_ip).and_then(|s| s.parse().ok()),
+        port: int_of(&f.remote_port)
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0),
         service,
     };
     Ok(match name.as_str() {
         "auth_request_finished" => Event::Auth(Box::new(AuthEvent {
-            success: f.str("success").is_some_and(|s| s == "yes" || s == "true"),
-            mechanism: f.str("mechanism"),
-            original_user: f.str("original_user"),
-            master_user: f.str("master_user"),
-            login_user: f.str("login_user"),
-            error: f.str("error"),
-            transport: f.str("transport"),
+            success: text_of(&f.success).is_some_and(|s| s == "yes" || s == "true"),
+            mechanism: text_of(&f.mechanism),
+            original_user: text_of(&f.original_user),
+            master_user: text_of(&f.master_user),
+            login_user: text_of(&f.login_user),
+            error: text_of(&f.error),
+            transport: text_of(&f.transport),
             c,
         })),
         "imap_command_finished" => Event::ImapCommand(Box::new(ImapCommandEvent {
-            cmd_name: f
-                .str("cmd_name")
-                .or_else(|| f.str("cmd_input_name"))
+            cmd_name: text_of(&f.cmd_name)
+                .or_else(|| text_of(&f.cmd_input_name))
                 .unwrap_or_default()
                 .to_ascii_uppercase(),
-            args: f.str("cmd_args").unwrap_or_default(),
-            human_args: f.str("cmd_human_args"),
-            reply_state: f.str("tagged_reply_state"),
-            reply: f.str("tagged_reply"),
-            mailbox: f.str("mailbox"),
-            old_mailbox: f.str("old_mailbox"),
-            new_mailbox: f.str("new_mailbox"),
-            reason_codes: f.list("reason_code"),
+            args: text_of(&f.cmd_args).unwrap_or_default(),
+            human_args: text_of(&f.cmd_human_args),
+            reply_state: text_of(&f.tagged_reply_state),
+            reply: text_of(&f.tagged_reply),
+            mailbox: text_of(&f.mailbox),
+            old_mailbox: text_of(&f.old_mailbox),
+            new_mailbox: text_of(&f.new_mailbox),
+            reason_codes: list_of(&f.reason_code),
             c,
         })),
         "mail_opened" | "mail_expunged" | "mail_expunge_requested" => {
             let m = Box::new(MailEvent {
-                mailbox: f.str("mailbox"),
-                uid: f
-                    .int("uid")
+                mailbox: text_of(&f.mailbox),
+                uid: int_of(&f.uid)
                     .and_then(|u| u32::try_from(u).ok())
                     .filter(|u| *u != 0),
-                cmd_name: f.str("cmd_name").map(|s| s.to_ascii_uppercase()),
-                reason_codes: f.list("reason_code"),
+                cmd_name: text_of(&f.cmd_name).map(|s| s.to_ascii_uppercase()),
+                reason_codes: list_of(&f.reason_code),
                 c,
             });
             match name.as_str() {
@@ -211,20 +466,22 @@ pub(crate) fn parse_event(text: &str) -> Result<Event, EventError> {
             }
         }
         "mail_delivery_finished" => Event::Delivery(Box::new(DeliveryEvent {
-            rcpt_to: f.str("rcpt_to"),
-            mail_from: f.str("mail_from"),
-            message_id: f.str("message_id"),
-            subject: f.str("message_subject"),
-            message_from: f.str("message_from"),
-            size: f.int("message_size").and_then(|s| u64::try_from(s).ok()),
-            error: f.str("error"),
+            rcpt_to: text_of(&f.rcpt_to),
+            mail_from: text_of(&f.mail_from),
+            message_id: text_of(&f.message_id),
+            subject: text_of(&f.message_subject),
+            message_from: text_of(&f.message_from),
+            size: int_of(&f.message_size).and_then(|s| u64::try_from(s).ok()),
+            error: text_of(&f.error),
             c,
         })),
         "managesieve_command_finished" => Event::Sieve(Box::new(SieveEvent {
-            cmd_name: f.str("cmd_name").unwrap_or_default().to_ascii_uppercase(),
-            args: f.str("cmd_args").unwrap_or_default(),
-            script_name: f.str("script_name"),
-            error: f.str("error"),
+            cmd_name: text_of(&f.cmd_name)
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+            args: text_of(&f.cmd_args).unwrap_or_default(),
+            script_name: text_of(&f.script_name),
+            error: text_of(&f.error),
             c,
         })),
         _ => Event::Other { name, time },
@@ -232,58 +489,56 @@ pub(crate) fn parse_event(text: &str) -> Result<Event, EventError> {
 }
 
 /// An RFC 3339 string (`format_args = time-rfc3339`) or float seconds (`time-unix`).
-fn time_value(v: Option<&Value>, what: &str) -> Result<Option<Timestamp>, EventError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s
-            .parse::<Timestamp>()
-            .map(Some)
-            .map_err(|e| EventError::NotAnEvent(format!("{what}: {e}"))),
-        Some(Value::Number(n)) => {
-            let secs = n.as_f64().unwrap_or(f64::NAN);
-            // 0 ..= 9999-12-31T23:59:59Z
-            if !(0.0..=253_402_300_799.0).contains(&secs) {
-                return Err(EventError::NotAnEvent(format!("{what}: {n} is not a time")));
-            }
-            #[allow(clippy::cast_possible_truncation)]
-            let us = (secs * 1_000_000.0).round() as i64;
-            Ok(Some(Timestamp(us)))
+fn time_value(v: Option<&Scalar<'_>>, what: &str) -> Result<Option<Timestamp>, EventError> {
+    let secs = match v {
+        None | Some(Scalar::Null) => return Ok(None),
+        Some(Scalar::Str(s)) => {
+            return s
+                .parse::<Timestamp>()
+                .map(Some)
+                .map_err(|e| EventError::NotAnEvent(format!("{what}: {e}")))
         }
-        Some(_) => Err(EventError::NotAnEvent(format!("{what} is not a time"))),
+        Some(Scalar::Int(n)) => *n as f64,
+        Some(Scalar::UInt(n)) => *n as f64,
+        Some(Scalar::Float(n)) => *n,
+        Some(Scalar::Other) => return Err(EventError::NotAnEvent(format!("{what} is not a time"))),
+    };
+    // 0 ..= 9999-12-31T23:59:59Z
+    if !(0.0..=253_402_300_799.0).contains(&secs) {
+        return Err(EventError::NotAnEvent(format!(
+            "{what}: {secs} is not a time"
+        )));
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let us = (secs * 1_000_000.0).round() as i64;
+    Ok(Some(Timestamp(us)))
+}
+
+/// A field as text: a string, or a number written out; other types are absent.
+fn text_of(v: &Option<Scalar<'_>>) -> Option<String> {
+    match v.as_ref()? {
+        Scalar::Str(s) => Some(s.to_string()),
+        Scalar::Int(n) => Some(n.to_string()),
+        Scalar::UInt(n) => Some(n.to_string()),
+        Scalar::Float(n) => Some(n.to_string()),
+        Scalar::Null | Scalar::Other => None,
     }
 }
 
-/// Lenient typed access to an event's fields: a field of the wrong type is absent.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn str(&self, key: &str) -> Option<String> {
-        match self.0.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+/// A field as an integer: a whole number, or a string holding one.
+fn int_of(v: &Option<Scalar<'_>>) -> Option<i64> {
+    match v.as_ref()? {
+        Scalar::Int(n) => Some(*n),
+        Scalar::UInt(n) => i64::try_from(*n).ok(),
+        Scalar::Str(s) => s.trim().parse().ok(),
+        Scalar::Float(_) | Scalar::Null | Scalar::Other => None,
     }
+}
 
-    fn int(&self, key: &str) -> Option<i64> {
-        match self.0.get(key)? {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// A string list (`reason_code`), also accepting a single string.
-    fn list(&self, key: &str) -> Vec<String> {
-        match self.0.get(key) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(Value::String(s)) => vec![s.clone()],
-            _ => Vec::new(),
-        }
-    }
+fn list_of(v: &Option<StrList<'_>>) -> Vec<String> {
+    v.as_ref()
+        .map(|l| l.0.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
