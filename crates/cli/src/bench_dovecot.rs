@@ -123,7 +123,7 @@ fn start_server(runtime: &tokio::runtime::Runtime, dir: &Path) -> Result<(Socket
             Ok(Box::new(SqliteStore::open(&data_dir)?) as Box<dyn Store>)
         })),
         config: Arc::new(ServerConfig::default()),
-        dovecot: Arc::new(DovecotIntake::new(DovecotConfig::default())),
+        dovecot: Arc::new(DovecotIntake::new(DovecotConfig::default(), None)),
         sources: Arc::new(SourceRegistry::default()),
     };
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

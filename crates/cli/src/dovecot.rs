@@ -34,6 +34,12 @@ pub struct DovecotArgs {
         default_value = "Trash,Deleted Items,Deleted Messages"
     )]
     pub trash: Vec<String>,
+    /// Where a user's Sieve scripts are (`%u` user, `%n` its local part, `%d` its domain),
+    /// so that an uploaded rule's text and its redirects are kept in the record. Dovecot's
+    /// `sieve = file:~/sieve` with homes in /var/vmail/DOMAIN/USER is
+    /// `/var/vmail/%d/%n/sieve`.
+    #[arg(long = "dovecot-sieve-dir")]
+    pub sieve_dir: Option<String>,
 }
 
 impl DovecotArgs {
@@ -63,12 +69,22 @@ fn setting_key(path: &Path) -> String {
 pub async fn follow(
     path: PathBuf,
     config: DovecotConfig,
+    sieve_dir: Option<String>,
     writer: WriterHandle,
     data_dir: PathBuf,
     registry: Arc<SourceRegistry>,
 ) {
     loop {
-        if let Err(e) = follow_from_saved(&path, &config, &writer, &data_dir, &registry).await {
+        if let Err(e) = follow_from_saved(
+            &path,
+            &config,
+            sieve_dir.as_deref(),
+            &writer,
+            &data_dir,
+            &registry,
+        )
+        .await
+        {
             tracing::error!(
                 "following {}: {e:#}; starting again from the last committed position in 5 s",
                 path.display()
@@ -81,6 +97,7 @@ pub async fn follow(
 async fn follow_from_saved(
     path: &Path,
     config: &DovecotConfig,
+    sieve_dir: Option<&str>,
     writer: &WriterHandle,
     data_dir: &Path,
     registry: &SourceRegistry,
@@ -130,6 +147,9 @@ async fn follow_from_saved(
             }
         }
         observations.extend(source.flush_due(config, Timestamp::now()));
+        if let Some(dir) = sieve_dir {
+            mailaudit_server::sieve::attach_scripts(&mut observations, dir);
+        }
         registry.report(&stats_name, source.stats());
         if !lines.is_empty() || !observations.is_empty() {
             let saved = serde_json::to_string(&Saved {
@@ -169,7 +189,11 @@ pub fn import(dir: &Path, files: &[PathBuf], args: &DovecotArgs) -> Result<i32> 
         if batch.is_empty() {
             return Ok(());
         }
-        let (outcomes, records) = auditor.ingest(std::mem::take(batch), &[])?;
+        let mut observations = std::mem::take(batch);
+        if let Some(dir) = &args.sieve_dir {
+            mailaudit_server::sieve::attach_scripts(&mut observations, dir);
+        }
+        let (outcomes, records) = auditor.ingest(observations, &[])?;
         stored += records.len() as u64;
         skipped += (outcomes.len() - records.len()) as u64;
         Ok(())

@@ -95,7 +95,10 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
         ..Default::default()
     };
     let registry = Arc::new(SourceRegistry::default());
-    let intake = Arc::new(DovecotIntake::new(args.dovecot.config()));
+    let intake = Arc::new(DovecotIntake::new(
+        args.dovecot.config(),
+        args.dovecot.sieve_dir.clone(),
+    ));
     let state = State {
         writer: writer.clone(),
         readers: Arc::new(readers),
@@ -119,6 +122,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             tokio::spawn(crate::dovecot::follow(
                 path,
                 args.dovecot.config(),
+                args.dovecot.sieve_dir.clone(),
                 writer.clone(),
                 dir.to_path_buf(),
                 registry.clone(),

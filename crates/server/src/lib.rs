@@ -12,6 +12,7 @@ mod ingest;
 mod params;
 mod policy;
 mod records;
+pub mod sieve;
 mod sources;
 mod state;
 

@@ -36,6 +36,8 @@ impl SourceRegistry {
 /// Dovecot's `http-post` exporter: one event per request, correlated per session.
 pub struct DovecotIntake {
     config: DovecotConfig,
+    /// Where users' Sieve scripts are, to keep the text of uploaded rules.
+    sieve_dir: Option<String>,
     source: Mutex<DovecotSource>,
     requests: AtomicU64,
     /// When this process started taking events: with the request number, a reference that
@@ -44,9 +46,10 @@ pub struct DovecotIntake {
 }
 
 impl DovecotIntake {
-    pub fn new(config: DovecotConfig) -> Self {
+    pub fn new(config: DovecotConfig, sieve_dir: Option<String>) -> Self {
         DovecotIntake {
             config,
+            sieve_dir,
             source: Mutex::new(DovecotSource::new()),
             requests: AtomicU64::new(0),
             started: u64::try_from(Timestamp::now().micros() / 1_000_000).unwrap_or(0),
@@ -66,7 +69,16 @@ impl DovecotIntake {
 
     /// Observations whose correlation window has passed; the server calls this every second.
     pub fn due(&self, now: Timestamp) -> Result<(Vec<Observation>, SourceStats), ApiError> {
-        self.with_source(|s, cfg| (s.flush_due(cfg, now), s.stats()))
+        let (mut due, stats) = self.with_source(|s, cfg| (s.flush_due(cfg, now), s.stats()))?;
+        self.enrich(&mut due);
+        Ok((due, stats))
+    }
+
+    /// What the events do not carry: the text of uploaded Sieve scripts.
+    pub fn enrich(&self, observations: &mut [Observation]) {
+        if let Some(dir) = &self.sieve_dir {
+            crate::sieve::attach_scripts(observations, dir);
+        }
     }
 }
 
@@ -95,11 +107,12 @@ pub async fn post_dovecot_event(
         (parsed, s.stats())
     })?;
     state.sources.report("dovecot-http", stats);
-    let observations = parsed.map_err(|e| {
+    let mut observations = parsed.map_err(|e| {
         tracing::warn!("dovecot event {reference} from {}: {e}", caller.name);
         ApiError::BadRequest(format!("dovecot event {reference}: {e}"))
     })?;
     if !observations.is_empty() {
+        intake.enrich(&mut observations);
         state.writer.ingest(observations).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -973,6 +973,11 @@ const OFFSITE: (&str, &str) = ("<offsite-3@example.org>", "Team offsite");
 const DRAFT: (&str, &str) = ("<draft-1@example.com>", "Draft reply");
 
 /// Every record the story must produce through `path`, and nothing else.
+/// The users' Sieve directories in the generated config (`sieve = file:~/sieve`).
+fn sieve_dir(dovecot: &Dovecot) -> String {
+    format!("{}/home/%n/sieve", dovecot.dir().display())
+}
+
 fn story_expectations(path: Via) -> Vec<Exp> {
     let log = path == Via::Log;
     // A message named by a mail_log line of the same session: the log path must name it;
@@ -1082,7 +1087,11 @@ fn story_expectations(path: Via) -> Vec<Exp> {
             ALICE,
         )
         .protocols(sieve)
-        .param("forward"),
+        .param("forward")
+        // The script's text, read from alice's sieve directory, and its redirect named as
+        // forwarding.
+        .param("redirect :copy")
+        .param("exfil@evil.example"),
         exp(
             "alice's SETACTIVE forward",
             "UpdateInboxRules",
@@ -1308,9 +1317,17 @@ fn dovecot_log_path_records_the_story_field_by_field() {
     let log = dovecot.log.display().to_string();
     // mailaudit follows the log before Dovecot has written it, and Dovecot also POSTs its
     // events (the recommended setup: both ways in; told apart by provenance.reference).
+    let sieve_dir = sieve_dir(&dovecot);
     let server = Server::start(
         data.path(),
-        &["--dovecot-log", &log, "--dovecot-domain", "example.com"],
+        &[
+            "--dovecot-log",
+            &log,
+            "--dovecot-domain",
+            "example.com",
+            "--dovecot-sieve-dir",
+            &sieve_dir,
+        ],
     );
     dovecot.start(Some(&events_url(&server, &ingest)));
     let start_unix = unix_now();
@@ -1357,7 +1374,16 @@ fn dovecot_http_path_records_the_story() {
     let (data, ingest) = audit_everything_dir();
     let mut dovecot = Dovecot::prepare();
     // Only the HTTP path: mailaudit does not follow the log.
-    let server = Server::start(data.path(), &["--dovecot-domain", "example.com"]);
+    let sieve_dir = sieve_dir(&dovecot);
+    let server = Server::start(
+        data.path(),
+        &[
+            "--dovecot-domain",
+            "example.com",
+            "--dovecot-sieve-dir",
+            &sieve_dir,
+        ],
+    );
     dovecot.start(Some(&events_url(&server, &ingest)));
     let start_unix = unix_now();
     dovecot.act_out_the_story();
