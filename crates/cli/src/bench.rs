@@ -39,6 +39,28 @@ pub struct BenchArgs {
 
 const DAY: i64 = 86_400;
 
+/// Audits every operation for every logon type, so that every generated observation
+/// becomes a stored record and the figures are per stored record.
+pub(crate) fn audit_everything(auditor: &mut Auditor<SqliteStore>) -> Result<()> {
+    let actor = crate::datadir::local_actor();
+    for logon_type in [LogonType::Owner, LogonType::Delegate] {
+        let all = Operation::ALL
+            .iter()
+            .copied()
+            .filter(|o| !o.is_audit_system())
+            .collect();
+        auditor.change_policy(
+            &actor,
+            &PolicyChange::Actions {
+                mailbox: None,
+                logon_type,
+                edit: ActionEdit::Replace(all),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -101,24 +123,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     std::fs::create_dir_all(&args.dir)?;
     let store = SqliteStore::open(&args.dir)?;
     let mut auditor = Auditor::new(store)?;
-    // Audit every operation for every logon type, so that every generated observation
-    // becomes a stored record and the figures are per stored record.
-    let actor = crate::datadir::local_actor();
-    for logon_type in [LogonType::Owner, LogonType::Delegate] {
-        let all = Operation::ALL
-            .iter()
-            .copied()
-            .filter(|o| !o.is_audit_system())
-            .collect();
-        auditor.change_policy(
-            &actor,
-            &PolicyChange::Actions {
-                mailbox: None,
-                logon_type,
-                edit: ActionEdit::Replace(all),
-            },
-        )?;
-    }
+    audit_everything(&mut auditor)?;
     let span_days: u32 = 90;
     let start = Timestamp::from_secs(1_780_000_000 / DAY * DAY);
     let config = SynthConfig {

@@ -36,32 +36,10 @@ pub struct BenchDovecotArgs {
     dir: PathBuf,
 }
 
-fn audit_everything(auditor: &mut Auditor<SqliteStore>) -> Result<()> {
-    use mailaudit_model::{LogonType, Operation};
-    use mailaudit_policy::{ActionEdit, PolicyChange};
-    let actor = crate::datadir::local_actor();
-    for logon_type in [LogonType::Owner, LogonType::Delegate] {
-        let all = Operation::ALL
-            .iter()
-            .copied()
-            .filter(|o| !o.is_audit_system())
-            .collect();
-        auditor.change_policy(
-            &actor,
-            &PolicyChange::Actions {
-                mailbox: None,
-                logon_type,
-                edit: ActionEdit::Replace(all),
-            },
-        )?;
-    }
-    Ok(())
-}
-
 fn fresh_auditor(dir: &Path) -> Result<Auditor<SqliteStore>> {
     std::fs::create_dir_all(dir)?;
     let mut a = Auditor::new(SqliteStore::open(dir)?)?;
-    audit_everything(&mut a)?;
+    crate::bench::audit_everything(&mut a)?;
     Ok(a)
 }
 

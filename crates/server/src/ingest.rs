@@ -44,12 +44,7 @@ pub async fn post_observations(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Ingest, Role::Admin])?;
-    let limit = state.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::TooLarge(format!(
-            "the request body exceeds the limit of {limit} bytes (serve --max-body-bytes); send smaller batches"
-        ))
-    })?;
+    let bytes = state.body(body).await?;
     let now = Timestamp::now();
     let mut observations = Vec::new();
     let mut lines_of = Vec::new();

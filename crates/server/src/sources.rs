@@ -88,12 +88,7 @@ pub async fn post_dovecot_event(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Ingest, Role::Admin])?;
-    let limit = state.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::TooLarge(format!(
-            "the event exceeds the limit of {limit} bytes (serve --max-body-bytes)"
-        ))
-    })?;
+    let bytes = state.body(body).await?;
     let intake = &state.dovecot;
     let n = intake.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let reference = format!("http:{}.{n}", intake.started);

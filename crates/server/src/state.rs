@@ -75,6 +75,16 @@ pub struct State {
 }
 
 impl State {
+    /// The whole request body, or 413 naming the limit (`serve --max-body-bytes`).
+    pub async fn body(&self, body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
+        let limit = self.config.max_body_bytes;
+        axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::TooLarge(format!(
+                "the request body exceeds the limit of {limit} bytes (serve --max-body-bytes); send smaller batches"
+            ))
+        })
+    }
+
     /// Runs a read on a pooled connection on the blocking thread pool.
     pub async fn read<T: Send + 'static>(
         &self,
