@@ -190,11 +190,17 @@ pub(crate) fn flags_fit(op: FlagOp, asked: &[String], logged: Option<&str>) -> b
 /// The protocol a service or log prefix stands for: `imap-login` → `imap`, `sieve` →
 /// `managesieve`.
 pub(crate) fn protocol(service: &str) -> String {
-    let s = service.trim().to_ascii_lowercase();
-    let s = s.strip_suffix("-login").unwrap_or(&s);
-    match s {
-        "sieve" => "managesieve".to_string(),
-        other => other.to_string(),
+    // Lower-cased, without a `-login` suffix (in any case); one allocation.
+    let t = service.trim();
+    let cut = t.len().saturating_sub(6);
+    let s = match t.get(cut..) {
+        Some(suffix) if suffix.eq_ignore_ascii_case("-login") => t.get(..cut).unwrap_or(t),
+        _ => t,
+    };
+    if s.eq_ignore_ascii_case("sieve") {
+        "managesieve".to_string()
+    } else {
+        s.to_ascii_lowercase()
     }
 }
 

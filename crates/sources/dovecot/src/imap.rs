@@ -21,25 +21,30 @@ impl Tok {
     }
 }
 
+/// The character at byte position `i`, if `i` is inside `s` and on a boundary.
+fn char_at(s: &str, i: usize) -> Option<char> {
+    s.get(i..)?.chars().next()
+}
+
 /// Splits `cmd_args` into arguments. Unterminated strings and lists run to the end.
 pub(crate) fn tokenize(s: &str) -> Vec<Tok> {
     let mut out = Vec::new();
-    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    // `i` is a byte position, always on a character boundary.
     let mut i = 0;
-    while i < chars.len() {
-        let Some(&(pos, c)) = chars.get(i) else { break };
+    while let Some(c) = char_at(s, i) {
+        let pos = i;
         match c {
-            ' ' | '\t' | '\r' | '\n' => i += 1,
+            ' ' | '\t' | '\r' | '\n' => i += c.len_utf8(),
             '"' => {
                 let mut val = String::new();
-                i += 1;
-                while let Some(&(_, ch)) = chars.get(i) {
-                    i += 1;
+                i += c.len_utf8();
+                while let Some(ch) = char_at(s, i) {
+                    i += ch.len_utf8();
                     match ch {
                         '\\' => {
-                            if let Some(&(_, next)) = chars.get(i) {
+                            if let Some(next) = char_at(s, i) {
                                 val.push(next);
-                                i += 1;
+                                i += next.len_utf8();
                             }
                         }
                         '"' => break,
@@ -52,11 +57,12 @@ pub(crate) fn tokenize(s: &str) -> Vec<Tok> {
                 let mut depth = 0usize;
                 let mut in_str = false;
                 let mut end = s.len();
-                while let Some(&(p, ch)) = chars.get(i) {
-                    i += 1;
+                while let Some(ch) = char_at(s, i) {
+                    let p = i;
+                    i += ch.len_utf8();
                     if in_str {
                         match ch {
-                            '\\' => i += 1,
+                            '\\' => i += char_at(s, i).map_or(0, char::len_utf8),
                             '"' => in_str = false,
                             _ => {}
                         }
@@ -101,18 +107,17 @@ pub(crate) fn tokenize(s: &str) -> Vec<Tok> {
                             .or_else(|| s.get(from..))
                             .unwrap_or_default();
                         out.push(Tok::Str(text.to_string()));
-                        let next = from + text.len();
-                        i = chars.partition_point(|&(p, _)| p < next);
+                        i = (from + text.len()).min(s.len());
                     }
                     _ => {
-                        let (atom, next) = atom_at(&chars, i, s);
+                        let (atom, next) = atom_at(s, i);
                         out.push(Tok::Atom(atom));
                         i = next;
                     }
                 }
             }
             _ => {
-                let (atom, next) = atom_at(&chars, i, s);
+                let (atom, next) = atom_at(s, i);
                 out.push(Tok::Atom(atom));
                 i = next;
             }
@@ -122,21 +127,21 @@ pub(crate) fn tokenize(s: &str) -> Vec<Tok> {
 }
 
 /// An atom runs to a space outside `[...]` (so `BODY[HEADER.FIELDS (FROM)]` is one).
-fn atom_at(chars: &[(usize, char)], mut i: usize, s: &str) -> (String, usize) {
-    let start = chars.get(i).map_or(s.len(), |&(p, _)| p);
+fn atom_at(s: &str, start: usize) -> (String, usize) {
+    let mut i = start;
     let mut depth = 0usize;
     let mut end = s.len();
-    while let Some(&(p, ch)) = chars.get(i) {
+    while let Some(ch) = char_at(s, i) {
         match ch {
             '[' => depth += 1,
             ']' => depth = depth.saturating_sub(1),
             ' ' | '\t' | '\r' | '\n' if depth == 0 => {
-                end = p;
+                end = i;
                 break;
             }
             _ => {}
         }
-        i += 1;
+        i += ch.len_utf8();
     }
     (s.get(start..end).unwrap_or_default().to_string(), i)
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// A line split into Dovecot's parts.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LogLine {
     pub time: LogTime,
@@ -119,16 +120,45 @@ pub(crate) enum Message {
     Other,
 }
 
+/// A line split into Dovecot's parts, borrowed from the text; `body` follows the level.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineHead<'a> {
+    pub time: LogTime,
+    pub host: Option<&'a str>,
+    pub service: &'a str,
+    pub user: Option<&'a str>,
+    pub pid: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub level: Level,
+    pub body: &'a str,
+}
+
 /// Parses a line; `None` when it is not shaped like a Dovecot log line at all.
+#[cfg(test)]
 pub(crate) fn parse_line(line: &str) -> Option<LogLine> {
+    let h = split_line(line)?;
+    Some(LogLine {
+        time: h.time,
+        host: h.host.map(str::to_string),
+        service: h.service.to_string(),
+        user: h.user.map(str::to_string),
+        pid: h.pid.map(str::to_string),
+        session: h.session.map(str::to_string),
+        level: h.level,
+        message: classify(h.service, h.body),
+    })
+}
+
+/// Splits a line into its prefix parts without classifying the message; `None` when it is
+/// not shaped like a Dovecot log line at all.
+pub(crate) fn split_line(line: &str) -> Option<LineHead<'_>> {
     let line = line.trim_end_matches(['\r', '\n']);
     let (time, rest) = split_time(line)?;
     let (host, rest) = strip_syslog_host(rest);
-    let (prefix, body) = rest.split_once(": ")?;
+    let (prefix, body) = split_once_colon_space(rest)?;
     let (service, user, pid, session) = parse_prefix(prefix)?;
-    let (level, message) = split_level(body);
-    let message = classify(&service, message);
-    Some(LogLine {
+    let (level, body) = split_level(body);
+    Some(LineHead {
         time,
         host,
         service,
@@ -136,12 +166,32 @@ pub(crate) fn parse_line(line: &str) -> Option<LogLine> {
         pid,
         session,
         level,
-        message,
+        body,
     })
 }
 
+/// `s.split_once(": ")`, scanning for the colon byte.
+fn split_once_colon_space(s: &str) -> Option<(&str, &str)> {
+    let p = find_colon_space(s)?;
+    Some((s.get(..p)?, s.get(p + 2..)?))
+}
+
+/// `s.find(": ")`, scanning for the colon byte.
+fn find_colon_space(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b.get(i..)?.iter().position(|&c| c == b':') {
+        let p = i + off;
+        if b.get(p + 1) == Some(&b' ') {
+            return Some(p);
+        }
+        i = p + 1;
+    }
+    None
+}
+
 /// `vm dovecot[123]: imap-login: …` → (Some("vm"), "imap-login: …"); `dovecot: …` too.
-fn strip_syslog_host(rest: &str) -> (Option<String>, &str) {
+fn strip_syslog_host(rest: &str) -> (Option<&str>, &str) {
     let mut words = rest.splitn(3, ' ');
     let first = words.next().unwrap_or_default();
     if is_dovecot_tag(first) {
@@ -150,10 +200,7 @@ fn strip_syslog_host(rest: &str) -> (Option<String>, &str) {
     if let Some(second) = words.next() {
         if is_dovecot_tag(second) {
             let skip = first.len() + 1 + second.len() + 1;
-            return (
-                Some(first.to_string()),
-                rest.get(skip..).unwrap_or_default(),
-            );
+            return (Some(first), rest.get(skip..).unwrap_or_default());
         }
     }
     (None, rest)
@@ -173,10 +220,10 @@ fn is_dovecot_tag(word: &str) -> bool {
         })
 }
 
-type Prefix = (String, Option<String>, Option<String>, Option<String>);
+type Prefix<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
 
 /// `imap(carol)<16055><drIEvt1gMs5/AAAB>`, `lmtp(16045)`, `imap-login`, `auth-worker(9)`.
-fn parse_prefix(p: &str) -> Option<Prefix> {
+fn parse_prefix(p: &str) -> Option<Prefix<'_>> {
     let end = p.find(['(', '<']).unwrap_or(p.len());
     let service = p.get(..end)?;
     if service.is_empty()
@@ -191,40 +238,48 @@ fn parse_prefix(p: &str) -> Option<Prefix> {
     let mut pid = None;
     if rest.starts_with('(') {
         // The user runs to the `)` before the angle brackets, or to the last `)`.
-        let close = rest.find(")<").or_else(|| rest.rfind(')'))?;
+        let close = find_close_angle(rest).or_else(|| rest.rfind(')'))?;
         let inner = rest.get(1..close)?;
         rest = rest.get(close + 1..)?;
         if rest.is_empty() && !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_digit()) {
-            pid = Some(inner.to_string());
+            pid = Some(inner);
         } else if !inner.is_empty() {
-            user = Some(inner.to_string());
+            user = Some(inner);
         }
     }
-    let mut groups = Vec::new();
+    // Only the first two groups are kept; a third or later one is checked and dropped.
+    let mut first = None;
+    let mut second = None;
+    let mut count = 0usize;
     while let Some(r) = rest.strip_prefix('<') {
         let close = r.find('>')?;
-        groups.push(r.get(..close)?.to_string());
+        let g = r.get(..close)?;
+        match count {
+            0 => first = Some(g),
+            1 => second = Some(g),
+            _ => {}
+        }
+        count += 1;
         rest = r.get(close + 1..)?;
     }
     if !rest.is_empty() {
         return None;
     }
-    let mut session = None;
-    match groups.len() {
-        0 => {}
-        1 => session = groups.pop(),
+    let session = match count {
+        0 => None,
+        1 => first,
         _ => {
-            let mut g = groups.into_iter();
-            pid = g.next();
-            session = g.next();
+            pid = first;
+            second
         }
-    }
-    Some((
-        service.to_string(),
-        user,
-        pid,
-        session.filter(|s| !s.is_empty()),
-    ))
+    };
+    Some((service, user, pid, session.filter(|s| !s.is_empty())))
+}
+
+/// `s.find(")<")`.
+fn find_close_angle(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    b.windows(2).position(|w| w == b")<")
 }
 
 fn split_level(body: &str) -> (Level, &str) {
@@ -244,7 +299,7 @@ fn split_level(body: &str) -> (Level, &str) {
     (Level::Info, body)
 }
 
-fn classify(service: &str, m: &str) -> Message {
+pub(crate) fn classify(service: &str, m: &str) -> Message {
     if m.starts_with('{') {
         return Message::Event(m.to_string());
     }
@@ -436,14 +491,40 @@ const KEYS: [&str; 8] = [
     "box", "uid", "msgid", "size", "vsize", "from", "subject", "flags",
 ];
 
+/// `s.starts_with(&format!("{key}="))`.
+fn starts_with_key(s: &str, key: &str) -> bool {
+    s.strip_prefix(key).is_some_and(|r| r.starts_with('='))
+}
+
+/// The first position of `, {k}=` in `s` for any `k` of `keys`.
+fn find_later_key(s: &str, keys: &[&str]) -> Option<usize> {
+    if keys.is_empty() {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b.get(i..)?.iter().position(|&c| c == b',') {
+        let p = i + off;
+        if b.get(p + 1) == Some(&b' ') {
+            if let Some(after) = s.get(p + 2..) {
+                if keys.iter().any(|k| starts_with_key(after, k)) {
+                    return Some(p);
+                }
+            }
+        }
+        i = p + 1;
+    }
+    None
+}
+
 /// `save: box=…`, `copy from X: box=…`, `expunge: …`, `delete: …`, `flag_change: …`.
 fn mail_log(m: &str) -> Option<Message> {
     // The description ends at the first ": " followed by a known field.
     let mut search = 0;
     let (desc, fields) = loop {
-        let p = search + m.get(search..)?.find(": ")?;
+        let p = search + find_colon_space(m.get(search..)?)?;
         let after = m.get(p + 2..)?;
-        if KEYS.iter().any(|k| after.starts_with(&format!("{k}="))) {
+        if KEYS.iter().any(|k| starts_with_key(after, k)) {
             break (m.get(..p)?, after);
         }
         search = p + 2;
@@ -475,7 +556,7 @@ fn parse_fields(s: &str) -> MailLogFields {
         .iter()
         .enumerate()
         .skip(next_key)
-        .find(|(_, k)| rest.starts_with(&format!("{k}=")))
+        .find(|(_, k)| starts_with_key(rest, k))
     {
         let value_start = key.len() + 1;
         let mut end = rest.len();
@@ -483,12 +564,8 @@ fn parse_fields(s: &str) -> MailLogFields {
             if let Some(p) = rest.rfind(", flags=(") {
                 end = p;
             }
-        } else {
-            for later in KEYS.iter().skip(ki + 1) {
-                if let Some(p) = rest.find(&format!(", {later}=")) {
-                    end = end.min(p);
-                }
-            }
+        } else if let Some(p) = find_later_key(rest, KEYS.get(ki + 1..).unwrap_or_default()) {
+            end = p;
         }
         let end = end.max(value_start.min(rest.len()));
         let value = rest.get(value_start..end).unwrap_or_default();

@@ -13,7 +13,7 @@ use crate::event::{
     SieveEvent,
 };
 use crate::imap::{self, FlagOp, SeqSet};
-use crate::logline::{self, Level, LogLine, LoginFields, MailLogFields, MailLogKind, Message};
+use crate::logline::{self, Level, LineHead, LoginFields, MailLogFields, MailLogKind, Message};
 use crate::logtime;
 use crate::{DovecotConfig, DovecotError, SourceStats};
 use mailaudit_model::{
@@ -88,7 +88,7 @@ struct Session {
     ended: bool,
     last_activity: Option<Timestamp>,
     latest_event: Option<Timestamp>,
-    drafts: Vec<Draft>,
+    drafts: VecDeque<Draft>,
     lines: Vec<Buffered>,
     subs: Vec<Sub>,
 }
@@ -128,6 +128,27 @@ impl Session {
         if self.protocol.is_none() && !protocol.is_empty() {
             self.protocol = Some(protocol.to_string());
         }
+        self.absorb_line_rest(user, host, t);
+    }
+
+    /// `absorb_line` with the protocol named by `service`, computed only when still unknown.
+    fn absorb_line_service(
+        &mut self,
+        service: &str,
+        user: Option<&str>,
+        host: Option<&str>,
+        t: Timestamp,
+    ) {
+        if self.protocol.is_none() {
+            let protocol = classify::protocol(service);
+            if !protocol.is_empty() {
+                self.protocol = Some(protocol);
+            }
+        }
+        self.absorb_line_rest(user, host, t);
+    }
+
+    fn absorb_line_rest(&mut self, user: Option<&str>, host: Option<&str>, t: Timestamp) {
         if self.user.is_none() {
             self.user = user.map(str::to_string);
         }
@@ -344,8 +365,21 @@ struct MsgCache {
 const SEP: char = '\u{1f}';
 
 impl MsgCache {
+    /// `format!("{owner}{SEP}{folder}{SEP}{uid:010}")`, without the formatting machinery.
     fn key(owner: &str, folder: &str, uid: u32) -> String {
-        format!("{owner}{SEP}{folder}{SEP}{uid:010}")
+        let mut k = String::with_capacity(owner.len() + folder.len() + 2 * SEP.len_utf8() + 10);
+        k.push_str(owner);
+        k.push(SEP);
+        k.push_str(folder);
+        k.push(SEP);
+        let mut digits = [b'0'; 10];
+        let mut n = uid;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        k.extend(digits.iter().map(|&b| char::from(b)));
+        k
     }
 
     fn get(&self, owner: &str, folder: &str, uid: u32) -> Option<&MsgInfo> {
@@ -464,10 +498,15 @@ fn line_key(
         return Some((s.to_string(), true));
     }
     let user = user?;
-    Some((
-        format!("{service}({user})<{}>", pid.unwrap_or_default()),
-        false,
-    ))
+    let pid = pid.unwrap_or_default();
+    let mut k = String::with_capacity(service.len() + user.len() + pid.len() + 4);
+    k.push_str(service);
+    k.push('(');
+    k.push_str(user);
+    k.push_str(")<");
+    k.push_str(pid);
+    k.push('>');
+    Some((k, false))
 }
 
 fn order_key(d: &Draft) -> (bool, Timestamp, Timestamp, u64) {
@@ -475,7 +514,7 @@ fn order_key(d: &Draft) -> (bool, Timestamp, Timestamp, u64) {
 }
 
 fn resort(sess: &mut Session) {
-    sess.drafts.sort_by_key(order_key);
+    sess.drafts.make_contiguous().sort_by_key(order_key);
 }
 
 fn param(name: &str, value: impl Into<String>) -> Parameter {
@@ -520,13 +559,14 @@ impl State {
         reference: &str,
     ) -> Result<Vec<Observation>, DovecotError> {
         self.stats.log_lines += 1;
-        let trimmed = line.trim();
+        // The event parser trims the text itself; only the start decides here.
+        let trimmed = line.trim_start();
         // `transport = file` writes bare JSON lines: an event all the same.
         let out = if trimmed.starts_with('{') {
             self.event_text(cfg, trimmed, reference)?
         } else {
-            match logline::parse_line(line) {
-                Some(parsed) => self.on_line(cfg, parsed, reference)?,
+            match logline::split_line(line) {
+                Some(head) => self.on_line(cfg, head, reference)?,
                 None => {
                     self.stats.ignored += 1;
                     Vec::new()
@@ -545,7 +585,7 @@ impl State {
             out.extend(self.release(cfg, &key, Due::At(now)));
             self.collect_garbage(&key, now);
         }
-        out.sort_by_key(|o| o.time);
+        out.sort_by_cached_key(|o| o.time);
         self.stats.observations += out.len() as u64;
         out
     }
@@ -557,7 +597,7 @@ impl State {
             self.expire(cfg, &key, None);
             out.extend(self.release(cfg, &key, Due::All));
         }
-        out.sort_by_key(|o| o.time);
+        out.sort_by_cached_key(|o| o.time);
         self.stats.observations += out.len() as u64;
         out
     }
@@ -623,11 +663,15 @@ impl State {
 
     /// After an input: enforce the caps, then release what is complete.
     fn settle(&mut self, cfg: &DovecotConfig, key: &str) -> Vec<Observation> {
+        let Some(sess) = self.sessions.get_mut(key) else {
+            return Vec::new();
+        };
+        let (drafts, buffered) = (sess.drafts.len(), sess.lines.len() + sess.subs.len());
+        if buffered <= MAX_BUFFERED_PER_SESSION && drafts <= MAX_DRAFTS_PER_SESSION {
+            // The common case: one lookup, straight to the release.
+            return release_session(cfg, sess, &self.cache, &mut self.stats, Due::Ready);
+        }
         let mut out = Vec::new();
-        let (drafts, buffered) = self
-            .sessions
-            .get(key)
-            .map_or((0, 0), |s| (s.drafts.len(), s.lines.len() + s.subs.len()));
         if buffered > MAX_BUFFERED_PER_SESSION {
             self.expire_oldest(cfg, key, buffered - MAX_BUFFERED_PER_SESSION);
         }
@@ -643,7 +687,11 @@ impl State {
                 }
             }
         }
-        out.extend(self.release(cfg, key, Due::Ready));
+        let released = self.release(cfg, key, Due::Ready);
+        if out.is_empty() {
+            return released;
+        }
+        out.extend(released);
         out
     }
 
@@ -984,10 +1032,10 @@ impl State {
     fn on_line(
         &mut self,
         cfg: &DovecotConfig,
-        line: LogLine,
+        line: LineHead<'_>,
         reference: &str,
     ) -> Result<Vec<Observation>, DovecotError> {
-        let LogLine {
+        let LineHead {
             time,
             host,
             service,
@@ -995,12 +1043,17 @@ impl State {
             pid,
             session,
             level,
-            message,
+            body,
         } = line;
-        if let Message::Event(json) = &message {
-            return self.event_text(cfg, json, reference);
+        if body.starts_with('{') {
+            return self.event_text(cfg, body, reference);
         }
-        if level != Level::Info || matches!(message, Message::Other) {
+        if level != Level::Info {
+            self.stats.ignored += 1;
+            return Ok(Vec::new());
+        }
+        let message = logline::classify(service, body);
+        if matches!(message, Message::Other) {
             self.stats.ignored += 1;
             return Ok(Vec::new());
         }
@@ -1015,9 +1068,9 @@ impl State {
         self.latest_line = Some(t);
         let ctx = LineCtx {
             time: t,
-            host: host.as_deref(),
-            service: &service,
-            user: user.as_deref(),
+            host,
+            service,
+            user,
             reference,
         };
         let key = match message {
@@ -1029,40 +1082,40 @@ impl State {
                 session,
             } => self.on_master_line(&master, &target, &session, t),
             Message::Disconnected { reason, pop3 } => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_disconnect(cfg, key, reason, pop3, &ctx)
             }
             Message::IdSent(name) => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 key.map(|(k, real)| {
                     let s = self.session(&k, real);
                     s.client_name = Some(name);
-                    s.absorb_line(&classify::protocol(&service), ctx.user, ctx.host, t);
+                    s.absorb_line_service(service, ctx.user, ctx.host, t);
                     k
                 })
             }
             Message::MailLog(kind, f) => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::MailLog(kind, f), &ctx)
             }
             Message::MailboxCreated(n) => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::Created(n), &ctx)
             }
             Message::MailboxDeleted(n) => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::Deleted(n), &ctx)
             }
             Message::MailboxRenamed(a, b) => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::Renamed(a, b), &ctx)
             }
             Message::Saved { msgid, folder } => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::Saved { msgid, folder }, &ctx)
             }
             Message::Forwarded { msgid, to } => {
-                let key = line_key(&service, ctx.user, pid.as_deref(), session.as_deref());
+                let key = line_key(service, ctx.user, pid, session);
                 self.on_entry(cfg, key, Entry::Forwarded { msgid, to }, &ctx)
             }
             Message::Event(_) | Message::Other => None,
@@ -1238,12 +1291,7 @@ impl State {
         let seq = self.next();
         let pop3_seq = (self.next(), self.next());
         let sess = self.session(&key, real);
-        sess.absorb_line(
-            &classify::protocol(ctx.service),
-            ctx.user,
-            ctx.host,
-            ctx.time,
-        );
+        sess.absorb_line_service(ctx.service, ctx.user, ctx.host, ctx.time);
         sess.ended = true;
         if let Some(p) = pop3 {
             pop3_summary(sess, p, ctx, pop3_seq);
@@ -1292,20 +1340,15 @@ impl State {
             return None;
         }
         let win = window(cfg);
-        let user = ctx
-            .user
-            .map(str::to_string)
-            .or_else(|| self.sessions.get(&key).and_then(|s| s.user.clone()));
-        if let Some(u) = &user {
+        let user = match ctx.user {
+            Some(u) => Some(u),
+            None => self.sessions.get(&key).and_then(|s| s.user.as_deref()),
+        };
+        if let Some(u) = user {
             learn(cfg, &mut self.cache, u, &entry);
         }
         let sess = self.session(&key, real);
-        sess.absorb_line(
-            &classify::protocol(ctx.service),
-            ctx.user,
-            ctx.host,
-            ctx.time,
-        );
+        sess.absorb_line_service(ctx.service, ctx.user, ctx.host, ctx.time);
         match sess.drafts.iter_mut().find(|d| accepts_line(d, &entry)) {
             Some(d) => take_line(d, entry),
             None => sess.lines.push(Buffered {
@@ -1322,31 +1365,10 @@ impl State {
 
     /// Releases a session's drafts from the front while `due` allows.
     fn release(&mut self, cfg: &DovecotConfig, key: &str, due: Due) -> Vec<Observation> {
-        let mut out = Vec::new();
-        let cache = &self.cache;
         let Some(sess) = self.sessions.get_mut(key) else {
-            return out;
+            return Vec::new();
         };
-        while let Some(front) = sess.drafts.first() {
-            let settled = sess.lines.is_empty() && sess.subs.is_empty();
-            let go = match due {
-                Due::All => true,
-                Due::At(now) => {
-                    front.deadline <= now || (settled && is_complete(cfg, sess, front, cache))
-                }
-                Due::Ready => settled && is_complete(cfg, sess, front, cache),
-            };
-            if !go {
-                break;
-            }
-            let d = sess.drafts.remove(0);
-            let obs = build(cfg, sess, d, cache);
-            if obs.is_empty() {
-                self.stats.ignored += 1;
-            }
-            out.extend(obs);
-        }
-        out
+        release_session(cfg, sess, &self.cache, &mut self.stats, due)
     }
 
     /// Settles unclaimed sub-events and lines whose window has passed (all with `None`):
@@ -1431,6 +1453,42 @@ impl State {
             self.sessions.remove(key);
         }
     }
+}
+
+/// Releases a session's drafts from the front while `due` allows.
+fn release_session(
+    cfg: &DovecotConfig,
+    sess: &mut Session,
+    cache: &MsgCache,
+    stats: &mut SourceStats,
+    due: Due,
+) -> Vec<Observation> {
+    let mut out = Vec::new();
+    while let Some(front) = sess.drafts.front() {
+        let settled = sess.lines.is_empty() && sess.subs.is_empty();
+        let go = match due {
+            Due::All => true,
+            Due::At(now) => {
+                front.deadline <= now || (settled && is_complete(cfg, sess, front, cache))
+            }
+            Due::Ready => settled && is_complete(cfg, sess, front, cache),
+        };
+        if !go {
+            break;
+        }
+        let Some(d) = sess.drafts.pop_front() else {
+            break;
+        };
+        let obs = build(cfg, sess, d, cache);
+        if obs.is_empty() {
+            stats.ignored += 1;
+        } else if out.is_empty() {
+            out = obs;
+        } else {
+            out.extend(obs);
+        }
+    }
+    out
 }
 
 /// What a log line brings besides its message.
