@@ -1074,8 +1074,8 @@ impl State {
             reference,
         };
         let key = match message {
-            Message::Login(f) => self.on_login_line(cfg, f, &ctx),
-            Message::LoginFailed(f, attempts) => self.on_login_failed_line(cfg, f, attempts, &ctx),
+            Message::Login(f) => self.on_login_line(cfg, f, None, &ctx),
+            Message::LoginFailed(f, attempts) => self.on_login_line(cfg, f, Some(attempts), &ctx),
             Message::MasterLogin {
                 master,
                 target,
@@ -1126,12 +1126,17 @@ impl State {
         })
     }
 
+    /// A login line (`imap-login: Login: user=<…>`), or a failed one with its attempts. The
+    /// auth event reports logins better (it knows master users); a line only becomes the
+    /// record when no event reported the same login.
     fn on_login_line(
         &mut self,
         cfg: &DovecotConfig,
         f: LoginFields,
+        failed_attempts: Option<u32>,
         ctx: &LineCtx,
     ) -> Option<String> {
+        let failed = failed_attempts.is_some();
         let proto = classify::protocol(ctx.service);
         let (Some(user), true) = (f.user.clone(), classify::is_mailbox_protocol(&proto)) else {
             self.stats.ignored += 1;
@@ -1145,18 +1150,26 @@ impl State {
         let win = window(cfg);
         let sess = self.session(&key, real);
         sess.absorb_line(&proto, Some(&user), ctx.host, ctx.time);
+        if failed {
+            sess.ended = true;
+        }
         if sess.ip.is_none() {
             sess.ip = f.ip;
         }
         if sess.tls.is_none() {
             sess.tls = f.tls;
         }
-        if sess.login_done {
+        let reported = if failed {
+            sess.failed_from_events > 0
+        } else {
+            sess.login_done
+        };
+        if reported {
             // The auth event already reported this login: the line only confirmed it.
             return Some(key);
         }
         let (actor, acting_as) = match &sess.master_user {
-            Some(m) if !m.eq_ignore_ascii_case(&user) => (m.clone(), Some(user)),
+            Some(m) if !failed && !m.eq_ignore_ascii_case(&user) => (m.clone(), Some(user)),
             _ => (user, None),
         };
         let d = Draft {
@@ -1170,77 +1183,26 @@ impl State {
             event_user: None,
             ip: f.ip,
             port: f.port,
-            result: OperationResult::Succeeded,
-            reason: None,
+            result: if failed {
+                OperationResult::Failed
+            } else {
+                OperationResult::Succeeded
+            },
+            reason: failed.then(|| "authentication failed".to_string()),
             body: Body::Login {
                 from_event: false,
-                failed: false,
+                failed,
                 actor,
                 acting_as,
                 mechanism: f.method,
-                attempts: None,
+                attempts: failed_attempts,
                 tls: f.tls,
             },
         };
         insert_draft(sess, d);
-        sess.login_done = true;
-        Some(key)
-    }
-
-    fn on_login_failed_line(
-        &mut self,
-        cfg: &DovecotConfig,
-        f: LoginFields,
-        attempts: u32,
-        ctx: &LineCtx,
-    ) -> Option<String> {
-        let proto = classify::protocol(ctx.service);
-        let (Some(user), true) = (f.user.clone(), classify::is_mailbox_protocol(&proto)) else {
-            self.stats.ignored += 1;
-            return None;
-        };
-        let (key, real) = match &f.session {
-            Some(s) => (s.clone(), true),
-            None => (format!("login:{}", ctx.reference), false),
-        };
-        let seq = self.next();
-        let win = window(cfg);
-        let sess = self.session(&key, real);
-        sess.absorb_line(&proto, Some(&user), ctx.host, ctx.time);
-        sess.ended = true;
-        if sess.ip.is_none() {
-            sess.ip = f.ip;
+        if !failed {
+            sess.login_done = true;
         }
-        if sess.tls.is_none() {
-            sess.tls = f.tls;
-        }
-        if sess.failed_from_events > 0 {
-            return Some(key);
-        }
-        let d = Draft {
-            seq,
-            time: ctx.time,
-            start: None,
-            deadline: ctx.time.plus_secs(win),
-            terminal: false,
-            reference: ctx.reference.to_string(),
-            host: ctx.host.map(str::to_string),
-            event_user: None,
-            ip: f.ip,
-            port: f.port,
-            result: OperationResult::Failed,
-            reason: Some("authentication failed".to_string()),
-            body: Body::Login {
-                from_event: false,
-                failed: true,
-                actor: user,
-                acting_as: None,
-                mechanism: f.method,
-                attempts: Some(attempts),
-                tls: f.tls,
-            },
-        };
-        insert_draft(sess, d);
         Some(key)
     }
 
