@@ -109,29 +109,42 @@ impl Observation {
                 format!("{} items; at most {MAX_ITEMS} per record", self.items.len()),
             ));
         }
-        let long = |field: String, value: &Option<String>| match value {
+        // The field's name is only built when it is needed for an error: this runs on every
+        // observation ingested.
+        let long = |value: Option<&str>, field: &dyn Fn() -> String| match value {
             Some(v) if v.len() > MAX_FIELD_LEN => Err(err(
-                &field,
+                &field(),
                 format!("{} bytes; at most {MAX_FIELD_LEN}", v.len()),
             )),
             _ => Ok(()),
         };
-        long("mailbox".into(), &Some(self.mailbox.clone()))?;
-        long("actor".into(), &Some(self.actor.clone()))?;
-        long("acting_as".into(), &self.acting_as)?;
-        long("reason".into(), &self.reason)?;
-        long("folder".into(), &self.folder)?;
-        long("destination_folder".into(), &self.destination_folder)?;
-        long("client.name".into(), &self.client.name)?;
-        long("client.protocol".into(), &self.client.protocol)?;
-        long("client.session".into(), &self.client.session)?;
-        long("provenance.host".into(), &self.provenance.host)?;
-        long("provenance.reference".into(), &self.provenance.reference)?;
+        let named = |name: &'static str| move || name.to_string();
+        long(Some(&self.mailbox), &named("mailbox"))?;
+        long(Some(&self.actor), &named("actor"))?;
+        long(self.acting_as.as_deref(), &named("acting_as"))?;
+        long(self.reason.as_deref(), &named("reason"))?;
+        long(self.folder.as_deref(), &named("folder"))?;
+        long(
+            self.destination_folder.as_deref(),
+            &named("destination_folder"),
+        )?;
+        long(self.client.name.as_deref(), &named("client.name"))?;
+        long(self.client.protocol.as_deref(), &named("client.protocol"))?;
+        long(self.client.session.as_deref(), &named("client.session"))?;
+        long(self.provenance.host.as_deref(), &named("provenance.host"))?;
+        long(
+            self.provenance.reference.as_deref(),
+            &named("provenance.reference"),
+        )?;
         for (i, item) in self.items.iter().enumerate() {
-            long(format!("items[{i}].message_id"), &item.message_id)?;
-            long(format!("items[{i}].subject"), &item.subject)?;
-            long(format!("items[{i}].folder"), &item.folder)?;
-            long(format!("items[{i}].unresolved"), &item.unresolved)?;
+            long(item.message_id.as_deref(), &|| {
+                format!("items[{i}].message_id")
+            })?;
+            long(item.subject.as_deref(), &|| format!("items[{i}].subject"))?;
+            long(item.folder.as_deref(), &|| format!("items[{i}].folder"))?;
+            long(item.unresolved.as_deref(), &|| {
+                format!("items[{i}].unresolved")
+            })?;
         }
         for (i, p) in self.parameters.iter().enumerate() {
             if p.value.len() > 16 * MAX_FIELD_LEN {
@@ -203,6 +216,16 @@ mod tests {
                 GOOD.replace("\"alice@example.com\"", "\"  \""),
                 "mailbox",
                 "empty",
+            ),
+            (
+                GOOD.replace("Quarterly numbers", &"x".repeat(MAX_FIELD_LEN + 1)),
+                "items[0].subject",
+                "at most 4096",
+            ),
+            (
+                GOOD.replace("bob@example.com", &"b".repeat(MAX_FIELD_LEN + 1)),
+                "actor",
+                "at most 4096",
             ),
         ];
         for (text, field, reason) in cases {
