@@ -142,6 +142,15 @@ impl Engine {
         self
     }
 
+    /// Replaces the rules, keeping the state of rules whose name stays.
+    pub fn set_rules(&mut self, rules: Vec<RuleConfig>) -> Result<(), RuleError> {
+        let rules = crate::rules::validate(rules)?;
+        let names: BTreeSet<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        self.state.rules.retain(|n, _| names.contains(n.as_str()));
+        self.rules = rules;
+        Ok(())
+    }
+
     pub fn rules(&self) -> &[RuleConfig] {
         &self.rules
     }

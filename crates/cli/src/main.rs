@@ -9,6 +9,7 @@ mod filters;
 mod policy_cmd;
 mod records_cmd;
 mod serve;
+mod outputs;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

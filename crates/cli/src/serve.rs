@@ -38,6 +38,8 @@ pub struct ServeArgs {
     dovecot_log: Option<PathBuf>,
     #[command(flatten)]
     dovecot: crate::dovecot::DovecotArgs,
+    #[command(flatten)]
+    outputs: crate::outputs::OutputsArgs,
 }
 
 fn fill_demo(dir: &Path, records: u64) -> Result<()> {
@@ -86,6 +88,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
     }
     let auditor = datadir::open_auditor(dir)?;
     let writer = WriterHandle::spawn(auditor, WriterConfig::default());
+    let outputs = crate::outputs::Running::start(dir, &args.outputs)?;
     let data_dir = dir.to_path_buf();
     let readers =
         ReaderPool::new(move || Ok(Box::new(SqliteStore::open(&data_dir)?) as Box<dyn Store>));
@@ -134,7 +137,8 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             dir.display()
         );
         tracing::info!("listening on {local}");
-        let app = mailaudit_server::router(state);
+        outputs.listen(&writer);
+        let app = outputs.router(mailaudit_server::router(state.clone()), state);
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -146,8 +150,9 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             Ok(cp) => tracing::info!("final checkpoint at size {}", cp.size),
             Err(e) => tracing::error!("final checkpoint failed: {e}"),
         }
-        Ok::<_, anyhow::Error>(())
-    })?;
+        Ok::<_, anyhow::Error>(outputs)
+    })?
+    .stop();
     Ok(0)
 }
 

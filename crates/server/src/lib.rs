@@ -16,7 +16,7 @@ pub mod sieve;
 mod sources;
 mod state;
 
-pub use auth::{create_token, Role};
+pub use auth::{create_token, Caller, Role};
 pub use error::ApiError;
 pub use params::parse_query_pairs;
 pub use sources::{DovecotIntake, SourceRegistry};
