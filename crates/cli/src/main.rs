@@ -6,10 +6,10 @@ mod bench_dovecot;
 mod datadir;
 mod dovecot;
 mod filters;
+mod outputs;
 mod policy_cmd;
 mod records_cmd;
 mod serve;
-mod outputs;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

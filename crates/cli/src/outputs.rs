@@ -26,7 +26,10 @@ pub struct OutputsArgs {
 pub fn load(path: &Path) -> Result<OutputsConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(OutputsConfig::from_toml(&text, &path.display().to_string())?)
+    Ok(OutputsConfig::from_toml(
+        &text,
+        &path.display().to_string(),
+    )?)
 }
 
 /// The outputs of a running `serve`, if configured.
@@ -70,10 +73,7 @@ impl Running {
         let routes = Router::new()
             .route("/api/v1/alerts/rules", get(get_rules).put(put_rules))
             .route("/api/v1/alerts/outbox", get(get_outbox))
-            .with_state(AlertsState {
-                api: state,
-                shared,
-            });
+            .with_state(AlertsState { api: state, shared });
         app.merge(routes)
     }
 
@@ -137,10 +137,10 @@ async fn put_rules(
 ) -> Result<Json<RulesBody>, ApiError> {
     caller.require(&[Role::Admin])?;
     let shared = configured(&s)?.clone();
-    let new: RulesBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("rules: {e}")))?;
-    let rules = mailaudit_alerts::validate(new.rules)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let new: RulesBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("rules: {e}")))?;
+    let rules =
+        mailaudit_alerts::validate(new.rules).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (before, _) = shared.rules();
     let json = |v: &Vec<RuleConfig>| serde_json::to_string(v).unwrap_or_default();
     s.api

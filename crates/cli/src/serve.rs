@@ -113,46 +113,47 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+    runtime
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listening on {}", args.listen))?;
+            let local = listener.local_addr()?;
+            tokio::spawn(checkpoints(writer.clone(), config.checkpoint_interval));
+            tokio::spawn(retention(writer.clone(), config.retention_interval));
+            tokio::spawn(dovecot_http_due(writer.clone(), intake, registry.clone()));
+            if let Some(path) = args.dovecot_log.clone() {
+                tokio::spawn(crate::dovecot::follow(
+                    path,
+                    args.dovecot.config(),
+                    args.dovecot.sieve_dir.clone(),
+                    writer.clone(),
+                    dir.to_path_buf(),
+                    registry.clone(),
+                ));
+            }
+            // Tests and scripts wait for this line.
+            println!(
+                "mailaudit listening on http://{local} (data dir {})",
+                dir.display()
+            );
+            tracing::info!("listening on {local}");
+            outputs.listen(&writer);
+            let app = outputs.router(mailaudit_server::router(state.clone()), state);
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
             .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let local = listener.local_addr()?;
-        tokio::spawn(checkpoints(writer.clone(), config.checkpoint_interval));
-        tokio::spawn(retention(writer.clone(), config.retention_interval));
-        tokio::spawn(dovecot_http_due(writer.clone(), intake, registry.clone()));
-        if let Some(path) = args.dovecot_log.clone() {
-            tokio::spawn(crate::dovecot::follow(
-                path,
-                args.dovecot.config(),
-                args.dovecot.sieve_dir.clone(),
-                writer.clone(),
-                dir.to_path_buf(),
-                registry.clone(),
-            ));
-        }
-        // Tests and scripts wait for this line.
-        println!(
-            "mailaudit listening on http://{local} (data dir {})",
-            dir.display()
-        );
-        tracing::info!("listening on {local}");
-        outputs.listen(&writer);
-        let app = outputs.router(mailaudit_server::router(state.clone()), state);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving HTTP")?;
-        match writer.checkpoint().await {
-            Ok(cp) => tracing::info!("final checkpoint at size {}", cp.size),
-            Err(e) => tracing::error!("final checkpoint failed: {e}"),
-        }
-        Ok::<_, anyhow::Error>(outputs)
-    })?
-    .stop();
+            .context("serving HTTP")?;
+            match writer.checkpoint().await {
+                Ok(cp) => tracing::info!("final checkpoint at size {}", cp.size),
+                Err(e) => tracing::error!("final checkpoint failed: {e}"),
+            }
+            Ok::<_, anyhow::Error>(outputs)
+        })?
+        .stop();
     Ok(0)
 }
 

@@ -104,7 +104,7 @@ pub struct AlertFilter {
 
 impl AlertFilter {
     pub fn takes(&self, alert: &mailaudit_alerts::Alert) -> bool {
-        (self.rules.is_empty() || self.rules.iter().any(|r| *r == alert.rule))
+        (self.rules.is_empty() || self.rules.contains(&alert.rule))
             && self.min_severity.is_none_or(|m| alert.severity >= m)
     }
 }
@@ -302,7 +302,11 @@ fn retention() -> String {
 /// `90m` or `30d` as seconds.
 pub fn parse_retention(text: &str) -> Result<i64, OutputError> {
     let t = text.trim();
-    let bad = || OutputError::Config(format!("retention `{text}`: expected minutes (`90m`) or days (`30d`)"));
+    let bad = || {
+        OutputError::Config(format!(
+            "retention `{text}`: expected minutes (`90m`) or days (`30d`)"
+        ))
+    };
     let (number, unit) = t.split_at(t.len().saturating_sub(1));
     let n: i64 = number.trim().parse().map_err(|_| bad())?;
     if n <= 0 {
@@ -320,7 +324,8 @@ impl OutputsConfig {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, OutputError> {
         let c: OutputsConfig =
             toml::from_str(text).map_err(|e| OutputError::Config(format!("{origin}: {e}")))?;
-        c.check().map_err(|e| OutputError::Config(format!("{origin}: {e}")))?;
+        c.check()
+            .map_err(|e| OutputError::Config(format!("{origin}: {e}")))?;
         Ok(c)
     }
 
@@ -346,10 +351,16 @@ impl OutputsConfig {
         }
         for w in &self.webhook {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(format!("webhook `{}`: url must start with http:// or https://", w.name));
+                return Err(format!(
+                    "webhook `{}`: url must start with http:// or https://",
+                    w.name
+                ));
             }
             if w.secret.is_none() && w.secret_file.is_none() {
-                return Err(format!("webhook `{}`: set `secret` or `secret_file` (alerts are always signed)", w.name));
+                return Err(format!(
+                    "webhook `{}`: set `secret` or `secret_file` (alerts are always signed)",
+                    w.name
+                ));
             }
         }
         for e in &self.email {
@@ -363,7 +374,10 @@ impl OutputsConfig {
                     return Err(format!("stream `{}`: to = \"file\" needs `path`", s.name))
                 }
                 StreamTo::Syslog if s.syslog.is_none() => {
-                    return Err(format!("stream `{}`: to = \"syslog\" needs a [stream.syslog] table", s.name))
+                    return Err(format!(
+                        "stream `{}`: to = \"syslog\" needs a [stream.syslog] table",
+                        s.name
+                    ))
                 }
                 _ => {}
             }
@@ -376,9 +390,9 @@ impl OutputsConfig {
         {
             crate::syslog::facility_code(&t.facility)?;
             if t.transport == Transport::Udp {
-                t.address
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("syslog address `{}`: {e} (UDP needs ip:port)", t.address))?;
+                t.address.parse::<SocketAddr>().map_err(|e| {
+                    format!("syslog address `{}`: {e} (UDP needs ip:port)", t.address)
+                })?;
             }
         }
         if let Some(d) = &self.daily_files {

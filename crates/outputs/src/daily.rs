@@ -16,7 +16,13 @@ use std::path::{Path, PathBuf};
 fn component(s: &str) -> String {
     let s: String = s
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     match s.as_str() {
         "" | "." | ".." => "_".into(),
@@ -56,7 +62,10 @@ pub fn write(root: &Path, tz: Tz, records: &[AuditRecord]) -> Result<usize, Outp
     let mut by_file: BTreeMap<PathBuf, String> = BTreeMap::new();
     for r in records {
         let (Some(path), Some(local)) = (file_for(root, tz, r), local_time(tz, r.time)) else {
-            tracing::warn!("daily files: record {} has a time out of range; not written", r.seq);
+            tracing::warn!(
+                "daily files: record {} has a time out of range; not written",
+                r.seq
+            );
             continue;
         };
         let stamp = local.format("%Y-%m-%d %H:%M:%S%.6f %z").to_string();
@@ -91,7 +100,12 @@ pub fn day_end(tz: Tz, date: NaiveDate) -> Option<Timestamp> {
 
 /// Removes every `AUDIT-YYMMDD.log` under `root` whose day ended `retention_secs` or more
 /// before `now`. Returns the files removed.
-pub fn prune(root: &Path, tz: Tz, retention_secs: i64, now: Timestamp) -> Result<Vec<PathBuf>, OutputError> {
+pub fn prune(
+    root: &Path,
+    tz: Tz,
+    retention_secs: i64,
+    now: Timestamp,
+) -> Result<Vec<PathBuf>, OutputError> {
     let mut removed = Vec::new();
     let io = |p: &Path, e: std::io::Error| OutputError::Io(format!("{}: {e}", p.display()));
     let Ok(domains) = std::fs::read_dir(root) else {
@@ -99,20 +113,31 @@ pub fn prune(root: &Path, tz: Tz, retention_secs: i64, now: Timestamp) -> Result
     };
     for d in domains {
         let d = d.map_err(|e| io(root, e))?.path();
-        let Ok(mailboxes) = std::fs::read_dir(&d) else { continue };
+        let Ok(mailboxes) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for m in mailboxes {
             let m = m.map_err(|e| io(&d, e))?.path();
-            let Ok(files) = std::fs::read_dir(&m) else { continue };
+            let Ok(files) = std::fs::read_dir(&m) else {
+                continue;
+            };
             for f in files {
                 let f = f.map_err(|e| io(&m, e))?.path();
-                let Some(name) = f.file_name().and_then(|n| n.to_str()) else { continue };
-                let Some(digits) = name.strip_prefix("AUDIT-").and_then(|n| n.strip_suffix(".log")) else {
+                let Some(name) = f.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let Some(digits) = name
+                    .strip_prefix("AUDIT-")
+                    .and_then(|n| n.strip_suffix(".log"))
+                else {
                     continue;
                 };
                 let Ok(date) = NaiveDate::parse_from_str(&format!("20{digits}"), "%Y%m%d") else {
                     continue;
                 };
-                let Some(end) = day_end(tz, date) else { continue };
+                let Some(end) = day_end(tz, date) else {
+                    continue;
+                };
                 if now.micros() - end.micros() >= retention_secs.saturating_mul(1_000_000) {
                     std::fs::remove_file(&f).map_err(|e| io(&f, e))?;
                     removed.push(f);

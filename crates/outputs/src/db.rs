@@ -73,7 +73,9 @@ impl OutputsDb {
 
     pub fn get(&self, key: &str) -> Result<Option<String>, OutputError> {
         self.conn
-            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)
     }
@@ -108,7 +110,9 @@ impl OutputsDb {
         let mut new = 0;
         {
             let mut insert = tx
-                .prepare_cached("INSERT OR IGNORE INTO alerts (id, body, created) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alerts (id, body, created) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(db_err)?;
             let mut outbox = tx
                 .prepare_cached("INSERT OR IGNORE INTO outbox (output, n) VALUES (?1, ?2)")
@@ -150,7 +154,13 @@ impl OutputsDb {
                 "SELECT o.n, a.body, o.attempts FROM outbox o JOIN alerts a ON a.n = o.n
                  WHERE o.output = ?1 AND o.delivered_at IS NULL ORDER BY o.n LIMIT 1",
                 [output],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                    ))
+                },
             )
             .optional()
             .map_err(db_err)?;

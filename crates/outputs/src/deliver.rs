@@ -45,7 +45,13 @@ impl Webhook {
         let secret = match (&config.secret, &config.secret_file) {
             (Some(s), _) => s.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| OutputError::Config(format!("webhook `{}`: secret_file {}: {e}", config.name, path.display())))?
+                .map_err(|e| {
+                    OutputError::Config(format!(
+                        "webhook `{}`: secret_file {}: {e}",
+                        config.name,
+                        path.display()
+                    ))
+                })?
                 .trim_end()
                 .to_string(),
             (None, None) => {
@@ -78,7 +84,10 @@ impl Deliver for Webhook {
             .agent
             .post(&self.config.url)
             .set("Content-Type", "application/json")
-            .set("User-Agent", concat!("mailaudit/", env!("CARGO_PKG_VERSION")))
+            .set(
+                "User-Agent",
+                concat!("mailaudit/", env!("CARGO_PKG_VERSION")),
+            )
             .set(TIMESTAMP_HEADER, &ts.to_string())
             .set(SIGNATURE_HEADER, &sig)
             .set("Idempotency-Key", &alert.id)
@@ -128,7 +137,9 @@ impl Email {
             SmtpSecurity::Starttls => {
                 SmtpTransport::starttls_relay(&config.relay).map_err(|e| bad("relay", &e))?
             }
-            SmtpSecurity::Tls => SmtpTransport::relay(&config.relay).map_err(|e| bad("relay", &e))?,
+            SmtpSecurity::Tls => {
+                SmtpTransport::relay(&config.relay).map_err(|e| bad("relay", &e))?
+            }
         }
         .port(config.port)
         .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
@@ -155,12 +166,18 @@ pub fn email_text(alert: &Alert, body: &str) -> String {
         alert.time,
         alert.count
     );
-    for (label, v) in [("Mailbox", &alert.mailbox), ("Actor", &alert.actor), ("IP", &alert.ip)] {
+    for (label, v) in [
+        ("Mailbox", &alert.mailbox),
+        ("Actor", &alert.actor),
+        ("IP", &alert.ip),
+    ] {
         if let Some(v) = v {
             text.push_str(&format!("{label}: {v}\n"));
         }
     }
-    text.push_str("\nRecords (each provable with `mailaudit proof ID` or GET /api/v1/records/ID/proof):\n");
+    text.push_str(
+        "\nRecords (each provable with `mailaudit proof ID` or GET /api/v1/records/ID/proof):\n",
+    );
     for s in &alert.records {
         text.push_str(&format!("  {s}\n"));
     }
@@ -174,14 +191,10 @@ impl Deliver for Email {
     }
 
     fn deliver(&mut self, alert: &Alert, body: &str) -> Result<(), OutputError> {
-        let subject: String = format!(
-            "[mailaudit {}] {}",
-            alert.severity.as_str(),
-            alert.summary
-        )
-        .chars()
-        .take(200)
-        .collect();
+        let subject: String = format!("[mailaudit {}] {}", alert.severity.as_str(), alert.summary)
+            .chars()
+            .take(200)
+            .collect();
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -191,7 +204,11 @@ impl Deliver for Email {
                 alert
                     .id
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    })
                     .collect::<String>()
             )))
             .header(ContentType::TEXT_PLAIN);
@@ -201,15 +218,12 @@ impl Deliver for Email {
         let message = builder
             .body(email_text(alert, body))
             .map_err(|e| OutputError::Delivery(format!("email `{}`: {e}", self.config.name)))?;
-        self.transport
-            .send(&message)
-            .map(|_| ())
-            .map_err(|e| {
-                OutputError::Delivery(format!(
-                    "email `{}` via {}:{}: {e}",
-                    self.config.name, self.config.relay, self.config.port
-                ))
-            })
+        self.transport.send(&message).map(|_| ()).map_err(|e| {
+            OutputError::Delivery(format!(
+                "email `{}` via {}:{}: {e}",
+                self.config.name, self.config.relay, self.config.port
+            ))
+        })
     }
 }
 

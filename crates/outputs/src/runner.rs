@@ -136,13 +136,16 @@ impl Outputs {
         let (rules, source) = match db.get(RULES_KEY)? {
             Some(text) => (
                 serde_json::from_str(&text).map_err(|e| {
-                    OutputError::Db(format!("the rules saved through the API are unreadable: {e}"))
+                    OutputError::Db(format!(
+                        "the rules saved through the API are unreadable: {e}"
+                    ))
                 })?,
                 RulesSource::Api,
             ),
             None => (config.rules.clone(), RulesSource::Config),
         };
-        let rules = mailaudit_alerts::validate(rules).map_err(|e| OutputError::Config(e.to_string()))?;
+        let rules =
+            mailaudit_alerts::validate(rules).map_err(|e| OutputError::Config(e.to_string()))?;
         if source == RulesSource::Api {
             tracing::info!("alert rules: {} edited through the API are in force (they override the config file's)", rules.len());
         }
@@ -202,7 +205,15 @@ impl Outputs {
             let shared = shared.clone();
             threads.push(spawn(
                 format!("mailaudit-stream-{}", s.name),
-                Box::new(move || follow_loop(&shared, &format!("stream.{}", s.name), s.from_start, backoff, Sink::new(s))),
+                Box::new(move || {
+                    follow_loop(
+                        &shared,
+                        &format!("stream.{}", s.name),
+                        s.from_start,
+                        backoff,
+                        Sink::new(s),
+                    )
+                }),
             )?);
         }
         if let Some(d) = config.daily_files.clone() {
@@ -252,7 +263,8 @@ impl Shared {
 
     /// Replaces the rules in force, persists them, and applies them from the next record on.
     pub fn set_rules(&self, rules: Vec<RuleConfig>) -> Result<Vec<RuleConfig>, OutputError> {
-        let rules = mailaudit_alerts::validate(rules).map_err(|e| OutputError::Config(e.to_string()))?;
+        let rules =
+            mailaudit_alerts::validate(rules).map_err(|e| OutputError::Config(e.to_string()))?;
         let text = serde_json::to_string(&rules).map_err(|e| OutputError::Db(e.to_string()))?;
         OutputsDb::open(&self.data_dir)?.put(RULES_KEY, &text)?;
         let mut r = self
@@ -320,7 +332,14 @@ fn alert_loop(
                 engine.tick(Timestamp::now());
             }
             let state = json(engine.state())?;
-            db.enqueue(&[], &outputs_for, &[("alerts.position", &end.to_string()), ("alerts.engine", &state)])?;
+            db.enqueue(
+                &[],
+                &outputs_for,
+                &[
+                    ("alerts.position", &end.to_string()),
+                    ("alerts.engine", &state),
+                ],
+            )?;
             end
         }
     };
@@ -330,7 +349,9 @@ fn alert_loop(
             if r.version != version {
                 version = r.version;
                 match engine.set_rules(r.rules.clone()) {
-                    Ok(()) => tracing::info!("alert rules replaced: {} in force", engine.rules().len()),
+                    Ok(()) => {
+                        tracing::info!("alert rules replaced: {} in force", engine.rules().len())
+                    }
                     Err(e) => tracing::error!("alert rules not replaced: {e}"),
                 }
             }
@@ -347,7 +368,14 @@ fn alert_loop(
         alerts.extend(engine.tick(Timestamp::now()));
         if to != pos || !alerts.is_empty() {
             let state = json(engine.state())?;
-            let new = db.enqueue(&alerts, &outputs_for, &[("alerts.position", &to.to_string()), ("alerts.engine", &state)])?;
+            let new = db.enqueue(
+                &alerts,
+                &outputs_for,
+                &[
+                    ("alerts.position", &to.to_string()),
+                    ("alerts.engine", &state),
+                ],
+            )?;
             pos = to;
             if new > 0 {
                 shared.alerts.notify();
@@ -379,12 +407,17 @@ fn deliver_loop(shared: &Shared, mut d: Box<dyn Deliver>, backoff: crate::config
             Ok(Some(p)) => match d.deliver(&p.alert, &p.body) {
                 Ok(()) => {
                     if let Err(e) = db.delivered(&name, p.n) {
-                        tracing::error!("output {name}: alert {} sent but not marked: {e}", p.alert.id);
+                        tracing::error!(
+                            "output {name}: alert {} sent but not marked: {e}",
+                            p.alert.id
+                        );
                         shared.sleep(Duration::from_millis(backoff.delay_ms(1)));
                     }
                 }
                 Err(e) => {
-                    let failures = db.failed(&name, p.n, &e.to_string()).unwrap_or(p.attempts + 1);
+                    let failures = db
+                        .failed(&name, p.n, &e.to_string())
+                        .unwrap_or(p.attempts + 1);
                     let wait = backoff.delay_ms(failures);
                     tracing::warn!("output {name}: alert {} not delivered (attempt {failures}), retrying in {wait} ms: {e}", p.alert.id);
                     shared.sleep(Duration::from_millis(wait));
@@ -401,9 +434,17 @@ fn deliver_loop(shared: &Shared, mut d: Box<dyn Deliver>, backoff: crate::config
 
 /// Where a followed record goes.
 enum Sink {
-    File { path: PathBuf, format: RecordFormat },
-    Stdout { format: RecordFormat },
-    Syslog { sender: SyslogSender, format: RecordFormat },
+    File {
+        path: PathBuf,
+        format: RecordFormat,
+    },
+    Stdout {
+        format: RecordFormat,
+    },
+    Syslog {
+        sender: SyslogSender,
+        format: RecordFormat,
+    },
     Daily {
         root: PathBuf,
         tz: chrono_tz::Tz,
@@ -417,15 +458,16 @@ impl Sink {
     fn new(s: StreamConfig) -> Result<Sink, OutputError> {
         Ok(match s.to {
             StreamTo::File => Sink::File {
-                path: s.path.ok_or_else(|| OutputError::Config(format!("stream `{}` needs a path", s.name)))?,
+                path: s.path.ok_or_else(|| {
+                    OutputError::Config(format!("stream `{}` needs a path", s.name))
+                })?,
                 format: s.format,
             },
             StreamTo::Stdout => Sink::Stdout { format: s.format },
             StreamTo::Syslog => Sink::Syslog {
-                sender: SyslogSender::new(
-                    s.syslog
-                        .ok_or_else(|| OutputError::Config(format!("stream `{}` needs [stream.syslog]", s.name)))?,
-                )?,
+                sender: SyslogSender::new(s.syslog.ok_or_else(|| {
+                    OutputError::Config(format!("stream `{}` needs [stream.syslog]", s.name))
+                })?)?,
                 format: s.format,
             },
         })
@@ -447,21 +489,32 @@ impl Sink {
                     text.push('\n');
                 }
                 let io = |e: std::io::Error| OutputError::Io(format!("{}: {e}", path.display()));
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&*path).map_err(io)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&*path)
+                    .map_err(io)?;
                 f.write_all(text.as_bytes()).map_err(io)?;
                 f.sync_data().map_err(io)
             }
             Sink::Stdout { format } => {
                 let mut out = std::io::stdout().lock();
                 for r in records {
-                    writeln!(out, "{}", Self::json(*format, r)?).map_err(|e| OutputError::Io(format!("stdout: {e}")))?;
+                    writeln!(out, "{}", Self::json(*format, r)?)
+                        .map_err(|e| OutputError::Io(format!("stdout: {e}")))?;
                 }
-                out.flush().map_err(|e| OutputError::Io(format!("stdout: {e}")))
+                out.flush()
+                    .map_err(|e| OutputError::Io(format!("stdout: {e}")))
             }
             Sink::Syslog { sender, format } => {
                 let mut messages = Vec::with_capacity(records.len());
                 for r in records {
-                    messages.push(format::record_syslog(r, sender.facility, &sender.hostname, &Self::json(*format, r)?));
+                    messages.push(format::record_syslog(
+                        r,
+                        sender.facility,
+                        &sender.hostname,
+                        &Self::json(*format, r)?,
+                    ));
                 }
                 sender.send_all(&messages)
             }
@@ -470,7 +523,14 @@ impl Sink {
     }
 
     fn housekeeping(&mut self) {
-        if let Sink::Daily { root, tz, retention, prune_every, last_prune } = self {
+        if let Sink::Daily {
+            root,
+            tz,
+            retention,
+            prune_every,
+            last_prune,
+        } = self
+        {
             if last_prune.is_some_and(|t| t.elapsed() < *prune_every) {
                 return;
             }
@@ -531,7 +591,9 @@ fn follow_loop(
                 Err(e) => {
                     failures += 1;
                     let wait = backoff.delay_ms(failures);
-                    tracing::warn!("{key}: records {pos}..{to} not written, retrying in {wait} ms: {e}");
+                    tracing::warn!(
+                        "{key}: records {pos}..{to} not written, retrying in {wait} ms: {e}"
+                    );
                     shared.sleep(Duration::from_millis(wait));
                 }
             }

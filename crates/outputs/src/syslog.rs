@@ -80,7 +80,11 @@ pub fn rfc5424(
         field(hostname),
         std::process::id(),
         field(msgid),
-        if structured.is_empty() { "-" } else { structured },
+        if structured.is_empty() {
+            "-"
+        } else {
+            structured
+        },
         msg.replace(['\n', '\r'], " ")
     )
 }
@@ -129,14 +133,20 @@ impl SyslogSender {
             .ok_or_else(|| OutputError::Io(format!("syslog {addr}: no address")))?;
         match self.target.transport {
             Transport::Udp => {
-                let bind = if resolved.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let bind = if resolved.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
                 let s = UdpSocket::bind(bind).map_err(io)?;
                 s.connect(resolved).map_err(io)?;
                 Ok(Conn::Udp(s))
             }
             Transport::Tcp => {
-                let s = TcpStream::connect_timeout(&resolved, Duration::from_secs(10)).map_err(io)?;
-                s.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+                let s =
+                    TcpStream::connect_timeout(&resolved, Duration::from_secs(10)).map_err(io)?;
+                s.set_write_timeout(Some(Duration::from_secs(10)))
+                    .map_err(io)?;
                 Ok(Conn::Tcp(s))
             }
             Transport::Tls => {
@@ -146,19 +156,24 @@ impl SyslogSender {
                         .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
                         .unwrap_or_else(|| addr.clone())
                 });
-                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|e| OutputError::Config(format!("syslog TLS server name `{name}`: {e}")))?;
+                let server_name =
+                    rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                        OutputError::Config(format!("syslog TLS server name `{name}`: {e}"))
+                    })?;
                 let conn = rustls::ClientConnection::new(Arc::new(config), server_name)
                     .map_err(|e| OutputError::Io(format!("syslog {addr}: TLS: {e}")))?;
-                let s = TcpStream::connect_timeout(&resolved, Duration::from_secs(10)).map_err(io)?;
-                s.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-                s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+                let s =
+                    TcpStream::connect_timeout(&resolved, Duration::from_secs(10)).map_err(io)?;
+                s.set_write_timeout(Some(Duration::from_secs(10)))
+                    .map_err(io)?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(io)?;
                 let mut tls = rustls::StreamOwned::new(conn, s);
                 // Finish the handshake now, so a bad certificate is reported as such.
                 while tls.conn.is_handshaking() {
-                    tls.conn
-                        .complete_io(&mut tls.sock)
-                        .map_err(|e| OutputError::Io(format!("syslog {addr}: TLS handshake: {e}")))?;
+                    tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                        OutputError::Io(format!("syslog {addr}: TLS handshake: {e}"))
+                    })?;
                 }
                 Ok(Conn::Tls(Box::new(tls)))
             }
