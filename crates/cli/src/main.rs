@@ -8,6 +8,7 @@ mod dovecot;
 mod filters;
 mod outputs;
 mod policy_cmd;
+mod preset_cmd;
 mod records_cmd;
 mod serve;
 

@@ -39,6 +39,11 @@ pub enum PolicyCommand {
         #[arg(long, allow_hyphen_values = true)]
         audit_admin: Option<String>,
     },
+    /// Sets all action sets to a verbosity preset (minimal, cross-mailbox, standard, full)
+    /// in one recorded change; `policy presets` shows what each switches on.
+    Preset(crate::preset_cmd::PresetArgs),
+    /// Lists the verbosity presets and what each switches on.
+    Presets,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,8 +113,13 @@ pub fn show(e: &EffectivePolicy, bypassed: bool) -> String {
 }
 
 pub fn policy(dir: &Path, cmd: PolicyCommand) -> Result<i32> {
+    if let PolicyCommand::Presets = cmd {
+        return crate::preset_cmd::presets();
+    }
     let mut auditor = datadir::open_auditor(dir)?;
     match cmd {
+        PolicyCommand::Preset(args) => return crate::preset_cmd::preset(&mut auditor, args),
+        PolicyCommand::Presets => {}
         PolicyCommand::Show { mailbox, json } => {
             let policy = auditor.refresh_policy()?;
             let e = policy.effective(mailbox.as_deref());

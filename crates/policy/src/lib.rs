@@ -7,9 +7,11 @@
 
 mod classify;
 mod policy;
+mod preset;
 
 pub use classify::{classify, domain_of, same_identity, Classification};
 pub use policy::{
     default_actions, ActionEdit, Decision, EffectivePolicy, MailboxPolicy, Policy, PolicyChange,
     PolicyError, SkipReason, DEFAULT_RETENTION_DAYS,
 };
+pub use preset::Preset;

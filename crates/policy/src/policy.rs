@@ -162,6 +162,16 @@ pub enum PolicyChange {
     BypassAdd {
         actor: String,
     },
+    /// Sets all three action sets at once (a verbosity preset), as one recorded change.
+    ActionSets {
+        #[serde(default)]
+        mailbox: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preset: Option<String>,
+        owner: BTreeSet<Operation>,
+        delegate: BTreeSet<Operation>,
+        admin: BTreeSet<Operation>,
+    },
     BypassRemove {
         actor: String,
     },
@@ -180,7 +190,8 @@ impl PolicyChange {
         match self {
             PolicyChange::Enabled { mailbox, .. }
             | PolicyChange::Actions { mailbox, .. }
-            | PolicyChange::Retention { mailbox, .. } => mailbox.as_deref(),
+            | PolicyChange::Retention { mailbox, .. }
+            | PolicyChange::ActionSets { mailbox, .. } => mailbox.as_deref(),
             PolicyChange::BypassAdd { .. } | PolicyChange::BypassRemove { .. } => None,
         }
     }
@@ -361,6 +372,28 @@ impl Policy {
                             edited.unwrap_or_else(|| default_actions(*logon_type))
                     }
                     Some(m) => *next.mailbox_entry(m)?.set_for(*logon_type) = edited,
+                }
+            }
+            PolicyChange::ActionSets {
+                mailbox,
+                owner,
+                delegate,
+                admin,
+                ..
+            } => {
+                let mut all = owner.iter().chain(delegate).chain(admin);
+                if let Some(op) = all.find(|o| o.is_audit_system()) {
+                    return Err(PolicyError::AuditSystemOperation(*op));
+                }
+                for (logon, set) in [
+                    (LogonType::Owner, owner),
+                    (LogonType::Delegate, delegate),
+                    (LogonType::Admin, admin),
+                ] {
+                    match mailbox {
+                        None => *next.set_for(logon) = set.clone(),
+                        Some(m) => *next.mailbox_entry(m)?.set_for(logon) = Some(set.clone()),
+                    }
                 }
             }
             PolicyChange::BypassAdd { actor } => {

@@ -11,6 +11,7 @@ mod exports;
 mod import;
 mod ingest_errors;
 mod policy_live;
+mod presets;
 mod tamper;
 mod tour;
 mod util;
