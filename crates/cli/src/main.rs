@@ -2,6 +2,7 @@
 //! their typed errors into messages for people. No audit logic lives here.
 
 mod bench;
+mod bench_alerts;
 mod bench_dovecot;
 mod datadir;
 mod dovecot;
@@ -90,6 +91,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Measures latency from record submission to alert delivery (webhook, syslog).
+    BenchAlerts(bench_alerts::BenchAlertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Token(cmd) => records_cmd::token(&dir, cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
+        Command::BenchAlerts(args) => bench_alerts::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

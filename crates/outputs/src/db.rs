@@ -15,6 +15,11 @@ use std::time::Duration;
 
 pub const FILE: &str = "outputs.sqlite";
 
+// WAL with synchronous=NORMAL: a commit survives the process being killed (the case a
+// restart must handle); only a power loss can undo the last commits, and then the outbox
+// and the rule position roll back together, so alerts are regenerated with the same ids and
+// at worst re-sent with the same Idempotency-Key, never lost.
+
 pub struct OutputsDb {
     conn: Connection,
 }
@@ -51,7 +56,7 @@ impl OutputsDb {
         conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
+             PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS alerts (
                  n INTEGER PRIMARY KEY AUTOINCREMENT,
