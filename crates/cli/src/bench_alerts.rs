@@ -36,7 +36,10 @@ type Arrivals = Arc<Mutex<Vec<(u64, Instant)>>>;
 /// The alert's index, from the mailbox `bench{N}@example.com` it names.
 fn index_of(text: &str) -> Option<u64> {
     let at = text.find("bench")? + "bench".len();
-    let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -78,8 +81,7 @@ fn webhook_receiver(arrivals: Arrivals) -> Result<u16> {
                     if let (Some(i), Ok(mut a)) = (index_of(&text), arrivals.lock()) {
                         a.push((i, now));
                     }
-                    if w
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                         .is_err()
                     {
                         return;
@@ -150,7 +152,11 @@ pub fn run(args: BenchAlertsArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the mailaudit binary")?;
     let data = args.dir.join("data");
     let run = |a: &[&str]| -> Result<String> {
-        let out = Command::new(&exe).arg("--data-dir").arg(&data).args(a).output()?;
+        let out = Command::new(&exe)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(a)
+            .output()?;
         if !out.status.success() {
             bail!("{a:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -247,7 +253,11 @@ address = "127.0.0.1:{syslog_port}"
             let (op, mailbox, actor) = if i % args.alert_every == 0 {
                 ("SendAs", format!("bench{i}@example.com"), "pa@example.com")
             } else {
-                ("MessageBind", format!("user{}@example.com", i % 500), "bob@example.com")
+                (
+                    "MessageBind",
+                    format!("user{}@example.com", i % 500),
+                    "bob@example.com",
+                )
             };
             body.push_str(&format!(
                 r#"{{"time":"{t}","operation":"{op}","mailbox":"{mailbox}","actor":"{actor}","folder":"INBOX","items":[{{"uid":{i},"message_id":"<{i}@example.com>","subject":"bench"}}],"client":{{"ip":"192.0.2.7","protocol":"imap"}},"provenance":{{"source":"bench"}}}}"#

@@ -87,9 +87,19 @@ pub fn ecs(r: &AuditRecord) -> Value {
             doc.insert("email".into(), Value::Object(email));
         }
     }
-    let mut related_users = vec![r.actor.clone(), r.mailbox.clone()];
-    related_users.extend(r.acting_as.clone());
-    related_users.dedup();
+    let mut related_users: Vec<&str> = Vec::new();
+    for u in [
+        Some(r.actor.as_str()),
+        Some(r.mailbox.as_str()),
+        r.acting_as.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !related_users.contains(&u) {
+            related_users.push(u);
+        }
+    }
     let mut related = json!({ "user": related_users });
     if let Some(ip) = r.client.ip {
         related["ip"] = json!([ip.to_string()]);

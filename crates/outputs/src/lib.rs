@@ -31,3 +31,5 @@ pub enum OutputError {
     #[error("{0}")]
     Delivery(String),
 }
+#[cfg(test)]
+mod tests;
