@@ -250,7 +250,7 @@ address = "127.0.0.1:{syslog_port}"
         let mut body = String::new();
         let stamp = Instant::now();
         for _ in 0..args.batch.min(total - i) {
-            let (op, mailbox, actor) = if i % args.alert_every == 0 {
+            let (op, mailbox, actor) = if i.is_multiple_of(args.alert_every) {
                 ("SendAs", format!("bench{i}@example.com"), "pa@example.com")
             } else {
                 (
