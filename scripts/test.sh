@@ -21,6 +21,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -x /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
 [ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/managesieve ] || missing+=(dovecot-managesieved)
+# openssl makes the certificates of the syslog-over-TLS test (its listener is python3's ssl).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

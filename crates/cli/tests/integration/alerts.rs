@@ -778,3 +778,160 @@ prune_interval_secs = 1
     assert!(server.log().contains("past retention"), "{}", server.log());
     drop(server);
 }
+
+/// A CA and a `localhost` certificate it signed, made with the openssl command.
+fn certificates(dir: &Path) {
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=mailaudit-test-ca 2>/dev/null \
+        && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout leaf.key -out leaf.csr -subj /CN=localhost 2>/dev/null \
+        && printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > leaf.ext \
+        && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext 2>/dev/null \
+        && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null");
+}
+
+/// A syslog-over-TLS listener (RFC 5425 framing) in Python's standard library; prints each
+/// message on a line.
+struct TlsListener {
+    child: std::process::Child,
+    port: u16,
+    got: Arc<Mutex<Vec<String>>>,
+}
+
+impl TlsListener {
+    fn start(dir: &Path) -> TlsListener {
+        let script = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("leaf.pem", "leaf.key")
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+    except ssl.SSLError as e:
+        print("handshake failed:", e, file=sys.stderr, flush=True)
+        continue
+    f = t.makefile("rb")
+    while True:
+        n = b""
+        while (b := f.read(1)) not in (b" ", b""):
+            n += b
+        if not n:
+            break
+        print(f.read(int(n)).decode(), flush=True)
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let keep = got.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        TlsListener { child, port, got }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn syslog_over_tls_checks_the_certificate() {
+    let dir = init_dir();
+    let token = token(dir.path(), "admin", "t");
+    let certs = tempfile::TempDir::new().unwrap();
+    certificates(certs.path());
+    let listener = TlsListener::start(certs.path());
+    let config = write_config(
+        certs.path(),
+        &format!(
+            r#"
+[backoff]
+initial_ms = 100
+max_ms = 500
+
+[[rules]]
+name = "sendas"
+kind = "send_as"
+suppress_secs = 0
+
+[[syslog]]
+name = "tls-good"
+address = "127.0.0.1:{port}"
+transport = "tls"
+server_name = "localhost"
+ca_file = "{ca}"
+
+[[syslog]]
+name = "tls-wrong-ca"
+address = "127.0.0.1:{port}"
+transport = "tls"
+server_name = "localhost"
+ca_file = "{other}"
+"#,
+            port = listener.port,
+            ca = certs.path().join("ca.pem").display(),
+            other = certs.path().join("other-ca.pem").display(),
+        ),
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let s = post(
+        &server,
+        &token,
+        &[obs("SendAs", "ceo@example.com", "pa@example.com", "")],
+    );
+    let msg = wait_for("the alert over TLS", 30, || {
+        listener.got.lock().unwrap().first().cloned()
+    });
+    assert!(msg.contains(&format!("records=\"{}\"", s[0])), "{msg}");
+    assert!(
+        msg.ends_with("sendas: pa@example.com sent as ceo@example.com"),
+        "{msg}"
+    );
+    // The output that does not trust the server's CA never sends, and says why.
+    let status = wait_for("the refused output's error", 30, || {
+        let o = get(&server.url("/api/v1/alerts/outbox"), &token).json();
+        let bad = o
+            .arr()
+            .iter()
+            .find(|x| x["output"].str() == Some("tls-wrong-ca"))?
+            .clone();
+        bad["last_error"].str().is_some().then_some(bad)
+    });
+    assert_eq!(status["pending"].u64(), Some(1));
+    let err = status["last_error"].str().unwrap();
+    assert!(
+        err.contains("TLS handshake") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(listener.got.lock().unwrap().len(), 1);
+    drop(server);
+}
