@@ -615,8 +615,14 @@ suppress_secs = 0
 name = "soc"
 url = "http://127.0.0.1:{}/hook"
 secret = "{SECRET}"
+
+[[stream]]
+name = "siem"
+path = "{}"
+from_start = true
 "#,
-            hook.port
+            hook.port,
+            out.path().join("records.jsonl").display()
         ),
     );
     let mut sent = Vec::new();
@@ -681,6 +687,24 @@ secret = "{SECRET}"
         .collect();
     let expected: Vec<String> = sent.iter().map(|s| format!("sendas:{s}")).collect();
     assert_eq!(ids, expected);
+
+    // The record stream has every record, across the kill, each once or more (at least once).
+    let text = std::fs::read_to_string(out.path().join("records.jsonl")).unwrap();
+    let streamed: Vec<u64> = text
+        .lines()
+        .map(|l| Json::parse(l).unwrap()["seq"].u64().unwrap())
+        .collect();
+    for s in &sent {
+        assert!(streamed.contains(s), "record {s} missing from the stream");
+    }
+    let mut sorted = streamed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted,
+        (0..=*sent.last().unwrap()).collect::<Vec<_>>(),
+        "no gap"
+    );
 
     // Another restart sends nothing again.
     server.kill();
@@ -812,28 +836,33 @@ struct TlsListener {
 impl TlsListener {
     fn start(dir: &Path) -> TlsListener {
         let script = r#"
-import socket, ssl, sys
+import socket, ssl, sys, threading
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain("leaf.pem", "leaf.key")
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen()
 print(s.getsockname()[1], flush=True)
-while True:
-    c, _ = s.accept()
+lock = threading.Lock()
+def serve(c):
     try:
         t = ctx.wrap_socket(c, server_side=True)
-    except ssl.SSLError as e:
+    except (ssl.SSLError, OSError) as e:
         print("handshake failed:", e, file=sys.stderr, flush=True)
-        continue
+        return
     f = t.makefile("rb")
     while True:
         n = b""
         while (b := f.read(1)) not in (b" ", b""):
             n += b
         if not n:
-            break
-        print(f.read(int(n)).decode(), flush=True)
+            return
+        msg = f.read(int(n)).decode()
+        with lock:
+            print(msg, flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
         let mut child = std::process::Command::new("python3")
             .arg("-c")
