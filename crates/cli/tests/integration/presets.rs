@@ -87,7 +87,45 @@ fn presets_are_listed_and_applied_as_one_recorded_change() {
     .ok();
     assert_eq!(outcome(&server, &token, &owner_read), "stored");
 
-    let changes = search_all(dir.path(), &["--operation", "AuditPolicyChange"]);
+    // The same change over the API, for another mailbox.
+    let resp = request(
+        "POST",
+        &server.url("/api/v1/policy/changes"),
+        Some(&token),
+        Some(br#"{"change":"action_sets","mailbox":"dave@example.com","preset":"minimal","owner":[],"delegate":[],"admin":["MessageBind"]}"#),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(
+        outcome(
+            &server,
+            &token,
+            &Obs::new("MessageBind", "dave@example.com", "bob@example.com")
+        ),
+        "skipped:not_audited"
+    );
+    let resp = request(
+        "POST",
+        &server.url("/api/v1/policy/changes"),
+        Some(&token),
+        Some(br#"{"change":"action_sets","owner":["AuditLogSearch"],"delegate":[],"admin":[]}"#),
+    );
+    assert_eq!(resp.status, 400);
+    assert!(
+        resp.body
+            .contains("AuditLogSearch is an operation of the audit system itself"),
+        "{}",
+        resp.body
+    );
+
+    let changes = search_all(
+        dir.path(),
+        &[
+            "--operation",
+            "AuditPolicyChange",
+            "--mailbox",
+            "alice@example.com",
+        ],
+    );
     assert_eq!(changes.len(), 2, "one record per preset applied");
     let minimal = changes
         .iter()
