@@ -211,6 +211,12 @@ impl Engine {
     }
 }
 
+/// Whether a match at `time` folds into an alert fired at `start`: within `secs` after it,
+/// or (a record that arrived out of order) within `secs` before it.
+fn folds(start: Timestamp, secs: u64, time: Timestamp) -> bool {
+    time < window_end(start, secs) && time > start.plus_secs(-(secs as i64))
+}
+
 fn window_end(start: Timestamp, secs: u64) -> Timestamp {
     start.plus_secs(secs as i64)
 }
@@ -246,7 +252,7 @@ fn follow_up(rule: &RuleConfig, s: Suppression) -> Option<Alert> {
 /// Emits a hit as an alert, or folds it into the alert already fired for its key.
 fn fire(rule: &RuleConfig, state: &mut RuleState, hit: Hit, time: Timestamp, out: &mut Vec<Alert>) {
     if let Some(s) = state.suppressed.get_mut(&hit.key) {
-        if time >= s.start && time < window_end(s.start, rule.suppress_secs) {
+        if folds(s.start, rule.suppress_secs, time) {
             s.folded.extend(&hit.records);
             s.folded_count += hit.count;
             s.last_time = s.last_time.max(time);
@@ -537,7 +543,7 @@ fn threshold_hit(
     let folding = state
         .suppressed
         .get(&key)
-        .is_some_and(|s| r.time >= s.start && r.time < window_end(s.start, rule.suppress_secs));
+        .is_some_and(|s| folds(s.start, rule.suppress_secs, r.time));
     if folding {
         return vec![Hit {
             key,

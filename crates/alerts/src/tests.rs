@@ -635,3 +635,27 @@ fn bad_rules_are_refused_with_their_name() {
     let e = parse("[[rules]]\nname = \"a\"\nkind = \"sendas\"\n").unwrap_err();
     assert!(e.contains("sendas"), "{e}");
 }
+
+#[test]
+fn a_match_that_arrives_out_of_order_folds_too() {
+    let mut e = engine(VIP);
+    let at = |seq, secs| {
+        rec(
+            seq,
+            secs,
+            Operation::FolderBind,
+            LogonType::Admin,
+            "root",
+            "ceo@example.com",
+        )
+    };
+    assert_eq!(e.observe(&at(0, 100.0)).len(), 1);
+    // Stamped 30 s before the alert by a source whose clock is behind: folded.
+    assert!(e.observe(&at(1, 70.0)).is_empty());
+    // 60 s before it is a separate event.
+    assert_eq!(
+        e.observe(&at(2, 40.0)).len(),
+        2,
+        "follow-up of the first, then a new alert"
+    );
+}

@@ -964,3 +964,43 @@ ca_file = "{other}"
     assert_eq!(listener.got.lock().unwrap().len(), 1);
     drop(server);
 }
+
+#[test]
+fn a_bad_configuration_stops_serve_and_says_where() {
+    let dir = init_dir();
+    let out = tempfile::TempDir::new().unwrap();
+    let config = write_config(
+        out.path(),
+        "[[rules]]\nname = \"vip\"\nkind = \"non_owner_access\"\nmailbox = [\"ceo@example.com\"]\n",
+    );
+    let r = mailaudit(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--config", &config],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(&format!("outputs configuration: {config}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("line 1"), "{}", r.stderr);
+    assert!(r.stderr.contains("unknown field `mailbox`"), "{}", r.stderr);
+    assert!(!r.stdout.contains("listening"), "{}", r.stdout);
+
+    let config = write_config(
+        out.path(),
+        "[[rules]]\nname = \"d\"\nkind = \"deletions\"\nthreshold = 0\nwindow_secs = 60\n",
+    );
+    let r = mailaudit(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--config", &config],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("rule `d`: `threshold` must be at least 1"),
+        "{}",
+        r.stderr
+    );
+}
