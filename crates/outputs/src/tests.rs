@@ -357,3 +357,93 @@ fn configuration_errors_say_where() {
     );
     assert!(err("[[syslog]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[syslog]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n").contains("output name `a` is used twice"));
 }
+
+/// Answers one HTTP request with `status` and returns its head and body.
+fn answer_once(listener: &std::net::TcpListener, status: &str) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (s, _) = listener.accept().unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    let mut len = 0;
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if l == "\r\n" {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        head.push_str(&l);
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    let mut w = s;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
+    )
+    .unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_webhook_error_status_is_a_failed_delivery_and_2xx_a_delivered_one() {
+    use crate::deliver::Deliver;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config: crate::config::WebhookConfig = toml::from_str(&format!(
+        "name = \"w\"\nurl = \"http://127.0.0.1:{port}/in\"\nsecret = \"k\"\n"
+    ))
+    .unwrap();
+    let mut hook = deliver::Webhook::new(config).unwrap();
+    let a = alert();
+    let body = serde_json::to_string(&a).unwrap();
+    let server = std::thread::spawn(move || {
+        let first = answer_once(&listener, "503 Service Unavailable");
+        let second = answer_once(&listener, "204 No Content");
+        (first, second)
+    });
+    let err = hook.deliver(&a, &body).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("webhook http://127.0.0.1:{port}/in: HTTP 503 oops")
+    );
+    hook.deliver(&a, &body).unwrap();
+    let ((head, got), _) = server.join().unwrap();
+    assert!(head.starts_with("POST /in HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("Idempotency-Key: vip:42\r\n"), "{head}");
+    let ts: i64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Mailaudit-Timestamp: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        head.contains(&format!(
+            "X-Mailaudit-Signature: {}\r\n",
+            deliver::sign(b"k", ts, &got)
+        )),
+        "{head}"
+    );
+    assert_eq!(got, body);
+}
+
+#[test]
+fn an_unreachable_relay_names_itself() {
+    use crate::deliver::Deliver;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config: crate::config::EmailConfig = toml::from_str(&format!(
+        "name = \"m\"\nrelay = \"127.0.0.1\"\nport = {port}\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n"
+    ))
+    .unwrap();
+    let mut mail = deliver::Email::new(config).unwrap();
+    let err = mail.deliver(&alert(), "{}").unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("email `m` via 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}
