@@ -155,6 +155,12 @@ pub struct EmailConfig {
     pub port: u16,
     #[serde(default)]
     pub security: SmtpSecurity,
+    /// For `starttls` and `tls`: the name the relay's certificate must carry (default:
+    /// `relay`) and a PEM file of extra CAs to trust (besides the Web PKI roots).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default, skip_serializing)]

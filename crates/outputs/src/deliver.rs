@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use mailaudit_alerts::Alert;
 use sha2::Sha256;
@@ -132,14 +133,26 @@ impl Email {
             .iter()
             .map(|t| t.parse::<Mailbox>().map_err(|e| bad("to", &e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = || -> Result<TlsParameters, OutputError> {
+            let name = config
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| config.relay.clone());
+            let mut params = TlsParameters::builder(name);
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad("ca_file", &format!("{}: {e}", path.display())))?;
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|e| bad("ca_file", &format!("{}: {e}", path.display())))?;
+                params = params.add_root_certificate(cert);
+            }
+            params.build_rustls().map_err(|e| bad("TLS", &e))
+        };
+        let plain = SmtpTransport::builder_dangerous(&config.relay);
         let mut builder = match config.security {
-            SmtpSecurity::None => SmtpTransport::builder_dangerous(&config.relay),
-            SmtpSecurity::Starttls => {
-                SmtpTransport::starttls_relay(&config.relay).map_err(|e| bad("relay", &e))?
-            }
-            SmtpSecurity::Tls => {
-                SmtpTransport::relay(&config.relay).map_err(|e| bad("relay", &e))?
-            }
+            SmtpSecurity::None => plain,
+            SmtpSecurity::Starttls => plain.tls(Tls::Required(tls()?)),
+            SmtpSecurity::Tls => plain.tls(Tls::Wrapper(tls()?)),
         }
         .port(config.port)
         .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));

@@ -1004,3 +1004,129 @@ fn a_bad_configuration_stops_serve_and_says_where() {
         r.stderr
     );
 }
+
+/// An SMTP sink in Python's standard library that offers STARTTLS (with the test CA's
+/// `localhost` certificate) and prints each message on a line, prefixed by whether it came
+/// over TLS.
+fn starttls_sink(dir: &Path) -> (std::process::Child, u16, Arc<Mutex<Vec<String>>>) {
+    let script = r#"
+import socket, ssl, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("leaf.pem", "leaf.key")
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+lock = threading.Lock()
+def serve(c):
+    st = {"conn": c, "tls": False}
+    st["rf"] = c.makefile("rb")
+    def send(x):
+        st["conn"].sendall(x.encode() + b"\r\n")
+    send("220 sink ESMTP")
+    while True:
+        line = st["rf"].readline()
+        if not line:
+            return
+        cmd = line.decode().strip().upper()
+        if cmd.startswith("EHLO"):
+            if st["tls"]:
+                send("250 sink")
+            else:
+                send("250-sink")
+                send("250 STARTTLS")
+        elif cmd == "STARTTLS":
+            send("220 go ahead")
+            st["conn"] = ctx.wrap_socket(st["conn"], server_side=True)
+            st["rf"] = st["conn"].makefile("rb")
+            st["tls"] = True
+        elif cmd == "DATA":
+            send("354 go on")
+            data = b""
+            while True:
+                l = st["rf"].readline()
+                if l in (b".\r\n", b""):
+                    break
+                data += l
+            with lock:
+                print(("TLS " if st["tls"] else "PLAIN ") + data.decode().replace("\r\n", "|"), flush=True)
+            send("250 queued")
+        elif cmd == "QUIT":
+            send("221 bye")
+            return
+        else:
+            send("250 ok")
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            keep.lock().unwrap().push(l);
+        }
+    });
+    (child, port, got)
+}
+
+#[test]
+fn email_alerts_go_over_starttls_to_a_relay_with_a_private_ca() {
+    let dir = init_dir();
+    let token = token(dir.path(), "admin", "t");
+    let certs = tempfile::TempDir::new().unwrap();
+    certificates(certs.path());
+    let (mut sink, port, got) = starttls_sink(certs.path());
+    let config = write_config(
+        certs.path(),
+        &format!(
+            r#"
+[[rules]]
+name = "sendas"
+kind = "send_as"
+
+[[email]]
+name = "mail"
+relay = "127.0.0.1"
+port = {port}
+security = "starttls"
+tls_server_name = "localhost"
+ca_file = "{ca}"
+from = "mailaudit@example.com"
+to = ["soc@example.com"]
+"#,
+            ca = certs.path().join("ca.pem").display()
+        ),
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let s = post(
+        &server,
+        &token,
+        &[obs("SendAs", "ceo@example.com", "pa@example.com", "")],
+    );
+    let mail = wait_for("the mail over STARTTLS", 30, || {
+        got.lock().unwrap().first().cloned()
+    });
+    assert!(mail.starts_with("TLS "), "sent in the clear: {mail}");
+    assert!(
+        mail.contains("Subject: [mailaudit medium] sendas: pa@example.com sent as ceo@example.com"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("Alert id: sendas:{}", s[0])),
+        "{mail}"
+    );
+    drop(server);
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
