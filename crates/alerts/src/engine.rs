@@ -50,6 +50,9 @@ struct Suppression {
     actor: Option<String>,
     ip: Option<String>,
     what: String,
+    /// With `group_secs`: the alert, held back while matches within that time join it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Alert>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +189,11 @@ impl Engine {
             let Some(state) = self.state.rules.get_mut(&rule.name) else {
                 continue;
             };
+            for s in state.suppressed.values_mut() {
+                if now >= window_end(s.start, rule.group_secs) {
+                    out.extend(s.held.take());
+                }
+            }
             let closed: Vec<String> = state
                 .suppressed
                 .iter()
@@ -252,20 +260,44 @@ fn follow_up(rule: &RuleConfig, s: Suppression) -> Option<Alert> {
 /// Emits a hit as an alert, or folds it into the alert already fired for its key.
 fn fire(rule: &RuleConfig, state: &mut RuleState, hit: Hit, time: Timestamp, out: &mut Vec<Alert>) {
     if let Some(s) = state.suppressed.get_mut(&hit.key) {
+        if let Some(held) = s.held.as_mut() {
+            if folds(s.start, rule.group_secs, time) {
+                held.records.extend(&hit.records);
+                held.count += hit.count;
+                held.time = held.time.max(time);
+                return;
+            }
+        }
         if folds(s.start, rule.suppress_secs, time) {
             s.folded.extend(&hit.records);
             s.folded_count += hit.count;
             s.last_time = s.last_time.max(time);
             return;
         }
-        if let Some(s) = state.suppressed.remove(&hit.key) {
+        if let Some(mut s) = state.suppressed.remove(&hit.key) {
+            out.extend(s.held.take());
             out.extend(follow_up(rule, s));
         }
     }
     let first = hit.records.first().copied().unwrap_or_default();
     let id = format!("{}:{}", rule.name, first);
     let summary = format!("{}: {}", rule.name, hit.what);
-    if rule.suppress_secs > 0 {
+    let alert = Alert {
+        id: id.clone(),
+        rule: rule.name.clone(),
+        kind: kind_name(&rule.kind).to_string(),
+        severity: hit.severity.unwrap_or_else(|| rule.severity()),
+        time,
+        records: hit.records,
+        count: hit.count,
+        mailbox: hit.mailbox.clone(),
+        actor: hit.actor.clone(),
+        ip: hit.ip.clone(),
+        summary,
+        repeat_of: None,
+    };
+    let held = rule.group_secs > 0;
+    if rule.suppress_secs > 0 || held {
         state.suppressed.insert(
             hit.key,
             Suppression {
@@ -276,25 +308,15 @@ fn fire(rule: &RuleConfig, state: &mut RuleState, hit: Hit, time: Timestamp, out
                 last_time: time,
                 mailbox: hit.mailbox.clone(),
                 actor: hit.actor.clone(),
-                ip: hit.ip.clone(),
-                what: hit.what.clone(),
+                ip: hit.ip,
+                what: hit.what,
+                held: held.then(|| alert.clone()),
             },
         );
     }
-    out.push(Alert {
-        id,
-        rule: rule.name.clone(),
-        kind: kind_name(&rule.kind).to_string(),
-        severity: hit.severity.unwrap_or_else(|| rule.severity()),
-        time,
-        records: hit.records,
-        count: hit.count,
-        mailbox: hit.mailbox,
-        actor: hit.actor,
-        ip: hit.ip,
-        summary,
-        repeat_of: None,
-    });
+    if !held {
+        out.push(alert);
+    }
 }
 
 pub fn kind_name(kind: &RuleKind) -> &'static str {

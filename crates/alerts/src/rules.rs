@@ -160,6 +160,11 @@ pub struct RuleConfig {
     /// into one follow-up alert with their count, instead of one alert each. 0 = never fold.
     #[serde(default = "default_suppress")]
     pub suppress_secs: u64,
+    /// Holds the first alert for this many seconds, folding matches within them into it, so
+    /// that a burst is one alert with its count, at the price of that much latency. 0 (the
+    /// default) delivers at once. At most `suppress_secs`.
+    #[serde(default)]
+    pub group_secs: u64,
     #[serde(flatten)]
     pub kind: RuleKind,
 }
@@ -172,6 +177,12 @@ pub enum RuleError {
     Duplicate(String),
     #[error("rule `{rule}`: `{field}` must be at least 1")]
     Zero { rule: String, field: &'static str },
+    #[error("rule `{rule}`: `group_secs` ({group}) must not exceed `suppress_secs` ({suppress})")]
+    GroupLonger {
+        rule: String,
+        group: u64,
+        suppress: u64,
+    },
     #[error("rule `{rule}`: `events` is empty, so it could never fire")]
     NoEvents { rule: String },
 }
@@ -199,6 +210,13 @@ pub fn validate(rules: Vec<RuleConfig>) -> Result<Vec<RuleConfig>, RuleError> {
         }
         if !names.insert(rule.name.clone()) {
             return Err(RuleError::Duplicate(rule.name));
+        }
+        if rule.group_secs > rule.suppress_secs {
+            return Err(RuleError::GroupLonger {
+                rule: rule.name,
+                group: rule.group_secs,
+                suppress: rule.suppress_secs,
+            });
         }
         let zero = |field| RuleError::Zero {
             rule: rule.name.clone(),

@@ -659,3 +659,54 @@ fn a_match_that_arrives_out_of_order_folds_too() {
         "follow-up of the first, then a new alert"
     );
 }
+
+#[test]
+fn with_group_secs_a_burst_is_exactly_one_alert_with_its_count() {
+    let grouped = VIP.replace("suppress_secs = 60", "suppress_secs = 60\ngroup_secs = 60");
+    let mut e = engine(&grouped);
+    let burst: Vec<_> = (0..50)
+        .map(|i| {
+            rec(
+                i,
+                i as f64 * 0.5,
+                Operation::MessageBind,
+                LogonType::Delegate,
+                "bob@example.com",
+                "ceo@example.com",
+            )
+        })
+        .collect();
+    assert!(run(&mut e, &burst).is_empty(), "held back");
+    assert!(e
+        .tick(Timestamp::from_micros((T0 + 60) * 1_000_000 - 1))
+        .is_empty());
+    let a = e.tick(Timestamp::from_secs(T0 + 60));
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].id, "vip:0");
+    assert_eq!(a[0].count, 50);
+    assert_eq!(a[0].records, (0..50).collect::<Vec<_>>());
+    assert_eq!(a[0].time, burst[49].time);
+    assert!(
+        e.tick(Timestamp::from_secs(T0 + 600)).is_empty(),
+        "no follow-up: nothing left"
+    );
+
+    // A shorter group: matches within it join the alert, later ones the follow-up.
+    let mut e = engine(&VIP.replace("suppress_secs = 60", "suppress_secs = 60\ngroup_secs = 10"));
+    assert!(run(&mut e, &burst[..40]).is_empty());
+    let a = e.tick(Timestamp::from_secs(T0 + 10));
+    assert_eq!((a.len(), a[0].count), (1, 20), "0 s to 9.5 s");
+    let f = e.tick(Timestamp::from_secs(T0 + 60));
+    assert_eq!((f.len(), f[0].count, f[0].records[0]), (1, 20, 20));
+
+    let err = Engine::new(vec![RuleConfig {
+        group_secs: 61,
+        ..engine(&grouped).rules()[0].clone()
+    }])
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "rule `vip`: `group_secs` (61) must not exceed `suppress_secs` (60)"
+    );
+}

@@ -296,6 +296,13 @@ mailboxes = ["ceo@example.com"]
 suppress_secs = 2
 
 [[rules]]
+name = "cfo-grouped"
+kind = "non_owner_access"
+mailboxes = ["cfo@example.com"]
+suppress_secs = 2
+group_secs = 2
+
+[[rules]]
 name = "impersonation"
 kind = "admin_impersonation"
 
@@ -356,6 +363,11 @@ from_start = true
         .map(|_| obs("MessageBind", "ceo@example.com", "bob@example.com", ""))
         .collect();
     let vip = post(&server, &token, &burst);
+    // The same burst on a rule that groups: one alert with the count, nothing after.
+    let cfo_burst: Vec<String> = (0..5)
+        .map(|_| obs("MessageBind", "cfo@example.com", "bob@example.com", ""))
+        .collect();
+    let cfo = post(&server, &token, &cfo_burst);
     // An admin impersonates alice.
     let imp = post(
         &server,
@@ -379,7 +391,7 @@ from_start = true
 
     let hooks = wait_for("5 webhook alerts", 60, || {
         let h = hook.hooks();
-        (h.len() >= 4).then_some(h)
+        (h.len() >= 5).then_some(h)
     });
     for h in &hooks {
         assert!(h.signature_ok, "bad HMAC on {:?}", h.json);
@@ -408,6 +420,14 @@ from_start = true
     assert_eq!(v[1]["count"].u64(), Some(4));
     assert_eq!(seqs(&v[1]), vip[1..].to_vec());
     assert_eq!(v[1]["repeat_of"].str(), v[0]["id"].str());
+    let g = by_rule("cfo-grouped");
+    assert_eq!(g.len(), 1, "{hooks:?}");
+    assert_eq!(seqs(&g[0]), cfo);
+    assert_eq!(g[0]["count"].u64(), Some(5));
+    assert_eq!(
+        g[0]["id"].str(),
+        Some(format!("cfo-grouped:{}", cfo[0]).as_str())
+    );
     let i = by_rule("impersonation");
     assert_eq!(i.len(), 1);
     assert_eq!(seqs(&i[0]), imp);
@@ -447,9 +467,9 @@ from_start = true
     assert_eq!(mails.lock().unwrap().len(), 1, "no other rule goes to mail");
 
     // Syslog over UDP, RFC 5424: every alert.
-    let msgs = wait_for("4 syslog datagrams", 30, || {
+    let msgs = wait_for("5 syslog datagrams", 30, || {
         let m = udp.lock().unwrap().clone();
-        (m.len() >= 4).then_some(m)
+        (m.len() >= 5).then_some(m)
     });
     let imp_msg = msgs
         .iter()
@@ -530,7 +550,7 @@ from_start = true
     );
     let rules = get(&server.url("/api/v1/alerts/rules"), &token).json();
     assert_eq!(rules["source"].str(), Some("config"));
-    assert_eq!(rules["rules"].arr().len(), 3);
+    assert_eq!(rules["rules"].arr().len(), 4);
     let bad = request(
         "PUT",
         &server.url("/api/v1/alerts/rules"),
