@@ -149,6 +149,36 @@ impl Outputs {
         if source == RulesSource::Api {
             tracing::info!("alert rules: {} edited through the API are in force (they override the config file's)", rules.len());
         }
+        // Where each follower starts, fixed now rather than when its thread gets going: a
+        // record stored after `start` returns must never count as history.
+        let end = size(&open_store(data_dir)?)?;
+        let first = |key: &str, value: u64| -> Result<(), OutputError> {
+            if db.get(key)?.is_none() {
+                db.put(key, &value.to_string())?;
+            }
+            Ok(())
+        };
+        if db.get("alerts.position")?.is_none() {
+            let learn = if config.alerts.learn_history { end } else { 0 };
+            db.put("alerts.learn_to", &learn.to_string())?;
+            if learn > 0 {
+                tracing::info!("alert rules: learning from the {learn} records already stored (no alerts for them)");
+            }
+            db.put(
+                "alerts.position",
+                &if config.alerts.learn_history { 0 } else { end }.to_string(),
+            )?;
+        }
+        first("alerts.learn_to", 0)?;
+        for s in &config.stream {
+            first(
+                &format!("stream.{}.position", s.name),
+                if s.from_start { 0 } else { end },
+            )?;
+        }
+        if let Some(d) = &config.daily_files {
+            first("daily.position", if d.from_start { 0 } else { end })?;
+        }
         let shared = Arc::new(Shared {
             records: Wake::default(),
             alerts: Wake::default(),
@@ -183,11 +213,10 @@ impl Outputs {
         };
         {
             let shared = shared.clone();
-            let learn = config.alerts.learn_history;
             threads.push(spawn(
                 "mailaudit-alerts".into(),
                 Box::new(move || {
-                    if let Err(e) = alert_loop(&shared, filters, learn) {
+                    if let Err(e) = alert_loop(&shared, filters) {
                         tracing::error!("the alert rules stopped: {e}");
                     }
                 }),
@@ -209,7 +238,6 @@ impl Outputs {
                     follow_loop(
                         &shared,
                         &format!("stream.{}", s.name),
-                        s.from_start,
                         backoff,
                         Sink::new(s),
                     )
@@ -232,7 +260,7 @@ impl Outputs {
             };
             threads.push(spawn(
                 "mailaudit-daily".into(),
-                Box::new(move || follow_loop(&shared, "daily", d.from_start, backoff, Ok(sink))),
+                Box::new(move || follow_loop(&shared, "daily", backoff, Ok(sink))),
             )?);
         }
         Ok(Outputs { shared, threads })
@@ -287,7 +315,6 @@ impl Shared {
 fn alert_loop(
     shared: &Shared,
     filters: Vec<(String, crate::config::AlertFilter)>,
-    learn: bool,
 ) -> Result<(), OutputError> {
     let store = open_store(&shared.data_dir)?;
     let mut db = OutputsDb::open(&shared.data_dir)?;
@@ -313,36 +340,17 @@ fn alert_loop(
             .map(|(n, _)| n.clone())
             .collect()
     };
-    let mut pos = match db.get("alerts.position")? {
-        Some(p) => p
-            .parse::<u64>()
-            .map_err(|e| OutputError::Db(format!("alerts.position `{p}`: {e}")))?,
-        None => {
-            let end = size(&store)?;
-            if learn && end > 0 {
-                tracing::info!("alert rules: learning from the {end} records already stored (no alerts for them)");
-                let mut from = 0;
-                while from < end && !shared.stopped() {
-                    let to = (from + CHUNK).min(end);
-                    for r in read(&store, from, to)? {
-                        engine.observe(&r);
-                    }
-                    from = to;
-                }
-                engine.tick(Timestamp::now());
-            }
-            let state = json(engine.state())?;
-            db.enqueue(
-                &[],
-                &outputs_for,
-                &[
-                    ("alerts.position", &end.to_string()),
-                    ("alerts.engine", &state),
-                ],
-            )?;
-            end
-        }
+    let parse = |key: &str| -> Result<u64, OutputError> {
+        let text = db
+            .get(key)?
+            .ok_or_else(|| OutputError::Db(format!("{key} was not set at start")))?;
+        text.parse::<u64>()
+            .map_err(|e| OutputError::Db(format!("{key} `{text}`: {e}")))
     };
+    let mut pos = parse("alerts.position")?;
+    // Records before this were stored before alerts were first switched on: they teach the
+    // rules (IPs seen) but raise no alert.
+    let learn_to = parse("alerts.learn_to")?;
     let mut seen = shared.records.current();
     while !shared.stopped() {
         if let Ok(r) = shared.rules.lock() {
@@ -366,6 +374,7 @@ fn alert_loop(
             }
         }
         alerts.extend(engine.tick(Timestamp::now()));
+        alerts.retain(|a| a.records.iter().any(|s| *s >= learn_to));
         if to != pos || !alerts.is_empty() {
             let state = json(engine.state())?;
             let new = db.enqueue(
@@ -552,7 +561,6 @@ impl Sink {
 fn follow_loop(
     shared: &Shared,
     key: &str,
-    from_start: bool,
     backoff: crate::config::Backoff,
     sink: Result<Sink, OutputError>,
 ) {
@@ -561,16 +569,12 @@ fn follow_loop(
         let store = open_store(&shared.data_dir)?;
         let db = OutputsDb::open(&shared.data_dir)?;
         let pos_key = format!("{key}.position");
-        let mut pos = match db.get(&pos_key)? {
-            Some(p) => p
-                .parse::<u64>()
-                .map_err(|e| OutputError::Db(format!("{pos_key} `{p}`: {e}")))?,
-            None => {
-                let start = if from_start { 0 } else { size(&store)? };
-                db.put(&pos_key, &start.to_string())?;
-                start
-            }
-        };
+        let text = db
+            .get(&pos_key)?
+            .ok_or_else(|| OutputError::Db(format!("{pos_key} was not set at start")))?;
+        let mut pos = text
+            .parse::<u64>()
+            .map_err(|e| OutputError::Db(format!("{pos_key} `{text}`: {e}")))?;
         let mut seen = shared.records.current();
         let mut failures = 0u32;
         while !shared.stopped() {
