@@ -137,6 +137,67 @@ pub fn round_trip(store: &mut dyn Store) {
     assert_eq!(store.tile(1).unwrap(), None);
 }
 
+/// Source keys make imports idempotent: a key already stored, or repeated within a batch,
+/// adds nothing; fresh records in the same batch are stored with consecutive seqs; plain
+/// appends are unaffected; the tree covers exactly the stored records; settings still land.
+pub fn source_keys_deduplicate(store: &mut dyn Store) {
+    let input = sample_records(6);
+    let key = |i: u8| [i; 32];
+    let first = store
+        .append_keyed(
+            input[..3].to_vec(),
+            &[key(1), key(2), key(3)],
+            &[("import:a", "1")],
+        )
+        .unwrap();
+    let seqs: Vec<_> = first.iter().map(|r| r.as_ref().map(|r| r.seq)).collect();
+    assert_eq!(seqs, vec![Some(0), Some(1), Some(2)]);
+    // The same file again: nothing new, the setting is still written.
+    let again = store
+        .append_keyed(
+            input[..3].to_vec(),
+            &[key(1), key(2), key(3)],
+            &[("import:a", "2")],
+        )
+        .unwrap();
+    assert_eq!(again, vec![None, None, None]);
+    assert_eq!(store.size().unwrap(), 3);
+    assert_eq!(
+        store.setting("import:a").unwrap().map(|(_, v)| v),
+        Some("2".into())
+    );
+    // An overlapping export: one old key, one new, and a key repeated inside the batch.
+    store.append(vec![input[3].clone()], &[]).unwrap();
+    let overlap = store
+        .append_keyed(
+            vec![input[2].clone(), input[4].clone(), input[5].clone()],
+            &[key(3), key(4), key(4)],
+            &[],
+        )
+        .unwrap();
+    let mut expected = input[4].clone();
+    expected.seq = 4;
+    assert_eq!(overlap, vec![None, Some(expected.clone()), None]);
+    assert_eq!(store.size().unwrap(), 5);
+    assert_eq!(store.get(4).unwrap(), Some(expected));
+    let mut leaves = Vec::new();
+    store
+        .scan(0, 5, &mut |_, leaf| {
+            if let crate::Leaf::Record { record, .. } = leaf {
+                leaves.push(leaf_hash(&encode_canonical(&record)));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(leaves.len(), 5);
+    assert_eq!(store.frontier().unwrap().root(), root_of(&leaves));
+    // A mismatch between records and keys is refused, not guessed at.
+    assert!(store
+        .append_keyed(input[..2].to_vec(), &[key(9)], &[])
+        .is_err());
+    assert_eq!(store.size().unwrap(), 5);
+}
+
 /// Every filter agrees with `Query::matches`, totals are exact, and paging visits every
 /// match exactly once, newest first.
 pub fn search_matches_filter(store: &mut dyn Store) {
@@ -383,6 +444,11 @@ macro_rules! store_conformance_tests {
         fn conformance_settings_and_checkpoints() {
             let mut s = $make;
             $crate::conformance::settings_and_checkpoints(&mut *s);
+        }
+        #[test]
+        fn conformance_source_keys_deduplicate() {
+            let mut s = $make;
+            $crate::conformance::source_keys_deduplicate(&mut *s);
         }
         #[test]
         fn conformance_tokens() {

@@ -68,6 +68,19 @@ pub trait Store: Send {
         settings: &[(&str, &str)],
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Like `append`, for imported history: `keys[i]` is a digest of the source key naming
+    /// the original record `records[i]` was read from. A record whose key the store already
+    /// holds, from an earlier append or earlier in this batch, is not appended, so importing
+    /// a file twice, or two overlapping exports, adds each original record once. Returns, in
+    /// input order, the record as stored or `None` for a duplicate. Keys live beside the log,
+    /// not in it: the canonical encoding of a record does not change.
+    fn append_keyed(
+        &mut self,
+        records: Vec<AuditRecord>,
+        keys: &[Hash],
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<Option<AuditRecord>>, StoreError>;
+
     fn get(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
 
     /// Newest first. No result is ever capped: page through with the cursor.

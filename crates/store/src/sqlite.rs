@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS pruned(seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles(idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS source_keys(key BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens(hash BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 ";
 
@@ -414,16 +415,47 @@ fn read_frontier(conn: &Connection) -> Result<Frontier, StoreError> {
     }
 }
 
-impl Store for SqliteStore {
-    fn append(
+impl SqliteStore {
+    /// The one append path. With `keys`, a record whose source key is already stored (or
+    /// appears earlier in the batch) is dropped; the check and the key's insertion happen in
+    /// the append's own transaction, so concurrent importers cannot both add a record.
+    /// Returns the stored records and, per input record, whether it was stored.
+    fn append_inner(
         &mut self,
         records: Vec<AuditRecord>,
+        keys: Option<&[Hash]>,
         settings: &[(&str, &str)],
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<(Vec<AuditRecord>, Vec<bool>), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut frontier = read_frontier(&tx)?;
+        let mut kept = vec![true; records.len()];
+        let (records, keys) = match keys {
+            None => (records, Vec::new()),
+            Some(keys) => {
+                if keys.len() != records.len() {
+                    return Err(StoreError::Invalid(format!(
+                        "{} records but {} source keys",
+                        records.len(),
+                        keys.len()
+                    )));
+                }
+                let mut seen = std::collections::HashSet::new();
+                let mut known = tx.prepare_cached("SELECT 1 FROM source_keys WHERE key = ?1")?;
+                let mut fresh_records = Vec::with_capacity(records.len());
+                let mut fresh_keys = Vec::with_capacity(records.len());
+                for (i, (r, key)) in records.into_iter().zip(keys).enumerate() {
+                    if !seen.insert(*key) || known.exists([&key[..]])? {
+                        kept[i] = false;
+                        continue;
+                    }
+                    fresh_records.push(r);
+                    fresh_keys.push(*key);
+                }
+                (fresh_records, fresh_keys)
+            }
+        };
         let mut interner = Interner {
             cache: &self.ids,
             fresh: HashMap::new(),
@@ -489,6 +521,11 @@ impl Store for SqliteStore {
             for (idx, hash) in &tiles {
                 tile.execute(params![*idx as i64, &hash[..]])?;
             }
+            let mut key_row =
+                tx.prepare_cached("INSERT INTO source_keys(key, seq) VALUES(?1, ?2)")?;
+            for (key, r) in keys.iter().zip(&stored) {
+                key_row.execute(params![&key[..], r.seq as i64])?;
+            }
         }
         tx.execute(
             "INSERT INTO meta(key, value) VALUES('frontier', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -506,7 +543,31 @@ impl Store for SqliteStore {
             self.remember(id, value.clone());
             self.ids.insert((kind, value), id);
         }
-        Ok(stored)
+        Ok((stored, kept))
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &mut self,
+        records: Vec<AuditRecord>,
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.append_inner(records, None, settings)?.0)
+    }
+
+    fn append_keyed(
+        &mut self,
+        records: Vec<AuditRecord>,
+        keys: &[Hash],
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<Option<AuditRecord>>, StoreError> {
+        let (stored, kept) = self.append_inner(records, Some(keys), settings)?;
+        let mut stored = stored.into_iter();
+        Ok(kept
+            .into_iter()
+            .map(|k| if k { stored.next() } else { None })
+            .collect())
     }
 
     fn get(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
