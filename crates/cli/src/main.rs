@@ -6,6 +6,7 @@ mod bench_dovecot;
 mod datadir;
 mod dovecot;
 mod filters;
+mod import_cmd;
 mod policy_cmd;
 mod records_cmd;
 mod serve;
@@ -88,6 +89,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Shows, per source and mailbox, the time ranges imported files cover, and the gaps.
+    Coverage {
+        /// Only this mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +106,8 @@ enum ImportCommand {
         #[command(flatten)]
         dovecot: dovecot::DovecotArgs,
     },
+    #[command(flatten)]
+    Formats(import_cmd::FormatCommand),
 }
 
 fn main() {
@@ -156,5 +165,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }
+        Command::Import(ImportCommand::Formats(cmd)) => import_cmd::run(&dir, cmd),
+        Command::Coverage { mailbox } => import_cmd::coverage(&dir, mailbox.as_deref()),
     }
 }

@@ -198,6 +198,63 @@ pub fn source_keys_deduplicate(store: &mut dyn Store) {
     assert_eq!(store.size().unwrap(), 5);
 }
 
+/// Coverage entries are kept per source, file and mailbox (a re-import replaces its entry)
+/// and merge into ranges with the gaps between them visible.
+pub fn coverage_of_imports(store: &mut dyn Store) {
+    use crate::{coverage_ranges, CoverageEntry, CoverageRange};
+    let t = |d: i64| Timestamp::from_secs(1_700_000_000 + d * 86_400);
+    let entry = |file: &str, mailbox: &str, first: i64, last: i64, records: u64| CoverageEntry {
+        source: "import:exchange-csv".into(),
+        file: file.into(),
+        mailbox: mailbox.into(),
+        first: t(first),
+        last: t(last),
+        records,
+        imported_at: t(100),
+    };
+    assert!(store.coverage().unwrap().is_empty());
+    store
+        .add_coverage(&[
+            entry("jan.csv", "a@example.com", 0, 10, 5),
+            entry("jan.csv", "b@example.com", 1, 2, 1),
+        ])
+        .unwrap();
+    store
+        .add_coverage(&[
+            entry("feb.csv", "a@example.com", 8, 20, 7),
+            entry("apr.csv", "a@example.com", 40, 50, 3),
+        ])
+        .unwrap();
+    // The same file again (re-imported): replaced, not added.
+    store
+        .add_coverage(&[entry("jan.csv", "a@example.com", 0, 10, 5)])
+        .unwrap();
+    let all = store.coverage().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0], entry("jan.csv", "a@example.com", 0, 10, 5));
+    let groups = coverage_ranges(&all);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].mailbox, "a@example.com");
+    assert_eq!(
+        groups[0].ranges,
+        vec![
+            CoverageRange {
+                first: t(0),
+                last: t(20),
+                records: 12,
+                files: 2
+            },
+            CoverageRange {
+                first: t(40),
+                last: t(50),
+                records: 3,
+                files: 1
+            },
+        ]
+    );
+    assert_eq!(groups[1].ranges.len(), 1);
+}
+
 /// Every filter agrees with `Query::matches`, totals are exact, and paging visits every
 /// match exactly once, newest first.
 pub fn search_matches_filter(store: &mut dyn Store) {
@@ -449,6 +506,11 @@ macro_rules! store_conformance_tests {
         fn conformance_source_keys_deduplicate() {
             let mut s = $make;
             $crate::conformance::source_keys_deduplicate(&mut *s);
+        }
+        #[test]
+        fn conformance_coverage_of_imports() {
+            let mut s = $make;
+            $crate::conformance::coverage_of_imports(&mut *s);
         }
         #[test]
         fn conformance_tokens() {

@@ -8,11 +8,13 @@
 
 mod blob;
 pub mod conformance;
+mod coverage;
 mod error;
 mod log;
 mod query;
 mod sqlite;
 
+pub use coverage::{coverage_ranges, CoverageEntry, CoverageGroup, CoverageRange};
 pub use error::StoreError;
 pub use log::{
     inclusion_proof, sign_checkpoint, verify, InclusionProof, VerifyError, VerifyProgress,
@@ -125,4 +127,10 @@ pub trait Store: Send {
     fn token(&self, hash: &Hash) -> Result<Option<TokenInfo>, StoreError>;
     fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
     fn revoke_token(&mut self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records the spans imported files cover; an entry for the same source, file and
+    /// mailbox replaces the earlier one (a re-import of the file).
+    fn add_coverage(&mut self, entries: &[CoverageEntry]) -> Result<(), StoreError>;
+    /// Every coverage entry, by source, mailbox and start.
+    fn coverage(&self) -> Result<Vec<CoverageEntry>, StoreError>;
 }

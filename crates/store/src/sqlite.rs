@@ -11,8 +11,8 @@
 use crate::blob::{self, Kind};
 use crate::query::{decode_cursor, encode_cursor, items_contain};
 use crate::{
-    Leaf, PageRequest, Query, SearchPage, Store, StoreError, StoredCheckpoint, TokenInfo,
-    TILE_LEVEL,
+    CoverageEntry, Leaf, PageRequest, Query, SearchPage, Store, StoreError, StoredCheckpoint,
+    TokenInfo, TILE_LEVEL,
 };
 use mailaudit_merkle::{leaf_hash, Frontier, Hash};
 use mailaudit_model::{
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS pruned(seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles(idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS coverage(source TEXT NOT NULL, file TEXT NOT NULL, mailbox TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, records INTEGER NOT NULL, imported_at INTEGER NOT NULL, PRIMARY KEY(source, file, mailbox));
 CREATE TABLE IF NOT EXISTS source_keys(key BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens(hash BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 ";
@@ -1020,6 +1021,48 @@ impl Store for SqliteStore {
             .conn
             .execute("UPDATE tokens SET revoked = 1 WHERE name = ?1", [name])?
             > 0)
+    }
+
+    fn add_coverage(&mut self, entries: &[CoverageEntry]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO coverage(source, file, mailbox, first, last, records, imported_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, file, mailbox) DO UPDATE SET first = excluded.first, last = excluded.last, records = excluded.records, imported_at = excluded.imported_at",
+            )?;
+            for e in entries {
+                put.execute(params![
+                    e.source,
+                    e.file,
+                    e.mailbox,
+                    e.first.micros(),
+                    e.last.micros(),
+                    e.records as i64,
+                    e.imported_at.micros()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn coverage(&self) -> Result<Vec<CoverageEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, file, mailbox, first, last, records, imported_at FROM coverage ORDER BY source, mailbox, first, file",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CoverageEntry {
+                source: r.get(0)?,
+                file: r.get(1)?,
+                mailbox: r.get(2)?,
+                first: Timestamp::from_micros(r.get(3)?),
+                last: Timestamp::from_micros(r.get(4)?),
+                records: r.get::<_, i64>(5)? as u64,
+                imported_at: Timestamp::from_micros(r.get(6)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
