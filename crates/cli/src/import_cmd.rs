@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mailaudit_model::{ImportedObservation, Timestamp};
 use mailaudit_pipeline::{Auditor, ImportOutcome};
-use mailaudit_source_import::{open, parse_timezone, Context, Format, Parsed};
+use mailaudit_source_import::{
+    mailaudit_key_seq, mailaudit_record_key, open, parse_timezone, Context, Format, Parsed,
+};
 use mailaudit_store::{CoverageEntry, SqliteStore, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -172,6 +174,10 @@ fn import_file(
     while let Some(parsed) = importer.next() {
         match parsed {
             Parsed::Record(r) => {
+                if already_in_this_log(auditor.store(), &r)? {
+                    tally.duplicates += 1;
+                    continue;
+                }
                 let o = &r.observation;
                 let entry = coverage
                     .entry(o.mailbox.trim().to_lowercase())
@@ -191,7 +197,7 @@ fn import_file(
             }
         }
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             bar.set_position(offset + importer.bytes_read());
         }
     }
@@ -212,6 +218,18 @@ fn import_file(
     entries.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
     auditor.store_mut().add_coverage(&entries)?;
     Ok(tally)
+}
+
+/// A record of mailaudit's own export imported into the log it was exported from: that log
+/// holds it at its original seq without a source key. Without this check it would be added
+/// a second time.
+fn already_in_this_log(store: &SqliteStore, r: &ImportedObservation) -> Result<bool> {
+    let Some(seq) = mailaudit_key_seq(&r.source_key) else {
+        return Ok(false);
+    };
+    Ok(store
+        .get(seq)?
+        .is_some_and(|stored| mailaudit_record_key(&stored) == r.source_key))
 }
 
 /// `mailaudit coverage`: per source and mailbox, the time ranges imported files cover, and

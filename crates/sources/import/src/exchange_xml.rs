@@ -8,9 +8,9 @@
 //! mapped as Exchange wrote it (`exchange.rs`).
 
 use crate::exchange::{self, folder};
-use crate::{digest, Context, Fields, Importer, Occurrences, Parsed};
+use crate::{Context, Fields, Importer, Occurrences, Parsed};
 use mailaudit_export::{ExchangeXmlEvent, ExchangeXmlReader};
-use mailaudit_model::{encode_canonical, ImportedObservation, Item, Observation};
+use mailaudit_model::{encode_canonical, AuditRecord, ImportedObservation, Item, Observation};
 use std::io::BufRead;
 
 pub(crate) struct ExchangeXmlImporter<R: BufRead> {
@@ -39,10 +39,7 @@ impl<R: BufRead> ExchangeXmlImporter<R> {
             Ok(r) => r,
             Err(err) => return Parsed::rejected(self.reference(e), err.to_string()),
         };
-        let key = format!(
-            "mailaudit:{}",
-            digest(&[&String::from_utf8_lossy(&encode_canonical(&record))])
-        );
+        let key = mailaudit_record_key(&record);
         let observation = Observation {
             time: record.time,
             operation: record.operation,
@@ -66,6 +63,20 @@ impl<R: BufRead> ExchangeXmlImporter<R> {
             external: Some(record.external),
         }))
     }
+}
+
+/// The source key of a record mailaudit exported: its seq in the log it came from and the
+/// SHA-256 of its canonical encoding there. With the seq, an import into the very log the
+/// export came from can see that the record is already there (`is_mailaudit_key`).
+pub fn mailaudit_record_key(record: &AuditRecord) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(encode_canonical(record));
+    format!("mailaudit:{}:{}", record.seq, hex::encode(hash))
+}
+
+/// The original seq named by a key from `mailaudit_record_key`.
+pub fn mailaudit_key_seq(key: &str) -> Option<u64> {
+    key.strip_prefix("mailaudit:")?.split(':').next()?.parse().ok()
 }
 
 fn item(attrs: &[(String, String)]) -> Item {

@@ -20,6 +20,7 @@ mod iis;
 mod m365;
 mod time;
 
+pub use exchange_xml::{mailaudit_key_seq, mailaudit_record_key};
 pub use time::{parse_timezone, TimeZoneError};
 
 use mailaudit_model::{ImportedObservation, Parameter, Timestamp};
