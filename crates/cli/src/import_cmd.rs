@@ -30,6 +30,10 @@ pub enum FormatCommand {
     M365Jsonl(ImportArgs),
     /// IIS W3C logs of OWA (Outlook Web Access / Outlook on the web).
     Iis(ImportArgs),
+    /// Windows event logs (.evtx): Exchange 1016 and 2007 SP2 auditing, AD permission changes.
+    Evtx(ImportArgs),
+    /// Windows events exported with `wevtutil qe <log> /f:xml` (or /f:RenderedXml).
+    WevtutilXml(ImportArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +59,8 @@ impl FormatCommand {
             FormatCommand::M365Csv(a) => (Format::M365Csv, a),
             FormatCommand::M365Jsonl(a) => (Format::M365Jsonl, a),
             FormatCommand::Iis(a) => (Format::Iis, a),
+            FormatCommand::Evtx(a) => (Format::Evtx, a),
+            FormatCommand::WevtutilXml(a) => (Format::WevtutilXml, a),
         }
     }
 }

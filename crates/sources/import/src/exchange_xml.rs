@@ -76,7 +76,11 @@ pub fn mailaudit_record_key(record: &AuditRecord) -> String {
 
 /// The original seq named by a key from `mailaudit_record_key`.
 pub fn mailaudit_key_seq(key: &str) -> Option<u64> {
-    key.strip_prefix("mailaudit:")?.split(':').next()?.parse().ok()
+    key.strip_prefix("mailaudit:")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn item(attrs: &[(String, String)]) -> Item {

@@ -19,13 +19,14 @@ mod exchange_xml;
 mod iis;
 mod m365;
 mod time;
+mod windows;
 
 pub use exchange_xml::{mailaudit_key_seq, mailaudit_record_key};
 pub use time::{parse_timezone, TimeZoneError};
 
 use mailaudit_model::{ImportedObservation, Parameter, Timestamp};
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Seek};
 use std::str::FromStr;
 
 /// Longest original record kept verbatim: the model's limit for one parameter value
@@ -45,15 +46,21 @@ pub enum Format {
     M365Jsonl,
     /// IIS W3C extended logs of OWA.
     Iis,
+    /// Windows event logs as `.evtx` files.
+    Evtx,
+    /// Windows events exported with `wevtutil qe <log> /f:xml` (or `/f:RenderedXml`).
+    WevtutilXml,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 7] = [
         Format::ExchangeCsv,
         Format::ExchangeXml,
         Format::M365Csv,
         Format::M365Jsonl,
         Format::Iis,
+        Format::Evtx,
+        Format::WevtutilXml,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +70,8 @@ impl Format {
             Format::M365Csv => "m365-csv",
             Format::M365Jsonl => "m365-jsonl",
             Format::Iis => "iis",
+            Format::Evtx => "evtx",
+            Format::WevtutilXml => "wevtutil-xml",
         }
     }
 
@@ -79,7 +88,7 @@ impl fmt::Display for Format {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown import format `{0}`; expected one of: exchange-csv, exchange-xml, m365-csv, m365-jsonl, iis")]
+#[error("unknown import format `{0}`; expected one of: exchange-csv, exchange-xml, m365-csv, m365-jsonl, iis, evtx, wevtutil-xml")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -145,14 +154,21 @@ pub trait Importer: Iterator<Item = Parsed> {
 
 /// Opens the importer for `format` over `input`. Every record it yields has passed
 /// `Observation::check` (sizes, empty names, times in the future); one that fails is
-/// `Rejected` naming the field.
-pub fn open<'a, R: BufRead + 'a>(format: Format, input: R, ctx: Context) -> Box<dyn Importer + 'a> {
+/// `Rejected` naming the field. Seeking is only used by `.evtx` files (their header points
+/// at chunks); every other format is read front to back once.
+pub fn open<'a, R: BufRead + Seek + 'a>(
+    format: Format,
+    input: R,
+    ctx: Context,
+) -> Box<dyn Importer + 'a> {
     let inner: Box<dyn Importer + 'a> = match format {
         Format::ExchangeXml => Box::new(exchange_xml::ExchangeXmlImporter::new(input, ctx)),
         Format::ExchangeCsv => Box::new(exchange_csv::ExchangeCsvImporter::new(input, ctx)),
         Format::M365Csv => Box::new(m365::M365Importer::csv(input, ctx)),
         Format::M365Jsonl => Box::new(m365::M365Importer::jsonl(input, ctx)),
         Format::Iis => Box::new(iis::IisImporter::new(input, ctx)),
+        Format::Evtx => Box::new(windows::EvtxImporter::new(input, ctx)),
+        Format::WevtutilXml => Box::new(windows::WevtutilImporter::new(input, ctx)),
     };
     Box::new(Checked {
         inner,
@@ -250,8 +266,10 @@ impl Occurrences {
 /// the name stays as the file has it (never guessed).
 fn account(name: &str, domain: Option<&str>) -> String {
     let name = name.trim();
+    // Display names (`Ratish Kumar`) and directory names (`CN=…`) are not logins.
+    let login_like = !name.contains(char::is_whitespace) && !name.contains('=');
     match domain {
-        Some(d) if !name.contains('@') => {
+        Some(d) if login_like && !name.contains('@') => {
             let bare = name.rsplit_once('\\').map_or(name, |(_, u)| u);
             if bare.is_empty() {
                 name.to_string()
@@ -348,4 +366,19 @@ impl<'a> Fields<'a> {
                 .and_then(|(_, v)| present(Some(v.as_str())))
         })
     }
+}
+
+/// An error with its causes, for a message that says what actually went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }

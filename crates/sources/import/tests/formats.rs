@@ -461,6 +461,11 @@ fn empty_files_yield_nothing() {
                 assert_eq!(out.len(), 1);
                 assert!(rejected(&out[0]).1.contains("no <SearchResults>"));
             }
+            // Nor is an empty file an EVTX file: it has no file header.
+            Format::Evtx => {
+                assert_eq!(out.len(), 1);
+                assert!(rejected(&out[0]).1.contains("not a readable EVTX file"));
+            }
             _ => assert!(out.is_empty(), "{format}: {out:?}"),
         }
     }
