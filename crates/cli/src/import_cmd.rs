@@ -34,6 +34,10 @@ pub enum FormatCommand {
     Evtx(ImportArgs),
     /// Windows events exported with `wevtutil qe <log> /f:xml` (or /f:RenderedXml).
     WevtutilXml(ImportArgs),
+    /// Cyrus IMAP logs with `auditlog: yes` (auditlog lines joined to login lines).
+    Cyrus(ImportArgs),
+    /// Zimbra mailbox.log and audit.log (local times: see --timezone).
+    Zimbra(ImportArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +53,9 @@ pub struct ImportArgs {
     /// Without it names are kept as the file has them.
     #[arg(long)]
     pub domain: Option<String>,
+    /// The year of syslog lines written without one (`Oct 12 23:27:49`, Cyrus).
+    #[arg(long)]
+    pub year: Option<i32>,
 }
 
 impl FormatCommand {
@@ -61,6 +68,8 @@ impl FormatCommand {
             FormatCommand::Iis(a) => (Format::Iis, a),
             FormatCommand::Evtx(a) => (Format::Evtx, a),
             FormatCommand::WevtutilXml(a) => (Format::WevtutilXml, a),
+            FormatCommand::Cyrus(a) => (Format::Cyrus, a),
+            FormatCommand::Zimbra(a) => (Format::Zimbra, a),
         }
     }
 }
@@ -124,6 +133,7 @@ pub fn run(dir: &Path, cmd: FormatCommand) -> Result<i32> {
             file: name.clone(),
             timezone,
             domain: args.domain.clone(),
+            year: args.year,
         };
         let tally = import_file(&mut auditor, format, file, ctx, &bar, done_bytes)?;
         done_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);

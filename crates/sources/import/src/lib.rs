@@ -18,6 +18,7 @@ mod exchange_csv;
 mod exchange_xml;
 mod iis;
 mod m365;
+mod mailserver;
 mod time;
 mod windows;
 
@@ -50,10 +51,14 @@ pub enum Format {
     Evtx,
     /// Windows events exported with `wevtutil qe <log> /f:xml` (or `/f:RenderedXml`).
     WevtutilXml,
+    /// Cyrus IMAP `auditlog:` lines joined to their `login:` lines.
+    Cyrus,
+    /// Zimbra `mailbox.log` and `audit.log`.
+    Zimbra,
 }
 
 impl Format {
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 9] = [
         Format::ExchangeCsv,
         Format::ExchangeXml,
         Format::M365Csv,
@@ -61,6 +66,8 @@ impl Format {
         Format::Iis,
         Format::Evtx,
         Format::WevtutilXml,
+        Format::Cyrus,
+        Format::Zimbra,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +79,8 @@ impl Format {
             Format::Iis => "iis",
             Format::Evtx => "evtx",
             Format::WevtutilXml => "wevtutil-xml",
+            Format::Cyrus => "cyrus",
+            Format::Zimbra => "zimbra",
         }
     }
 
@@ -88,7 +97,7 @@ impl fmt::Display for Format {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown import format `{0}`; expected one of: exchange-csv, exchange-xml, m365-csv, m365-jsonl, iis, evtx, wevtutil-xml")]
+#[error("unknown import format `{0}`; expected one of: exchange-csv, exchange-xml, m365-csv, m365-jsonl, iis, evtx, wevtutil-xml, cyrus, zimbra")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -112,6 +121,8 @@ pub struct Context {
     /// Mailbox domain for bare names (`DOMAIN\meera` or `meera` → `meera@<domain>`). `None`
     /// keeps names as the file has them.
     pub domain: Option<String>,
+    /// The year of BSD syslog times (`Oct 12 23:27:49`), which do not carry one.
+    pub year: Option<i32>,
 }
 
 /// One unit of an importer's output.
@@ -169,6 +180,16 @@ pub fn open<'a, R: BufRead + Seek + 'a>(
         Format::Iis => Box::new(iis::IisImporter::new(input, ctx)),
         Format::Evtx => Box::new(windows::EvtxImporter::new(input, ctx)),
         Format::WevtutilXml => Box::new(windows::WevtutilImporter::new(input, ctx)),
+        Format::Cyrus => Box::new(mailserver::LineImporter::new(
+            mailserver::Kind::Cyrus,
+            input,
+            ctx,
+        )),
+        Format::Zimbra => Box::new(mailserver::LineImporter::new(
+            mailserver::Kind::Zimbra,
+            input,
+            ctx,
+        )),
     };
     Box::new(Checked {
         inner,

@@ -17,6 +17,7 @@ fn read(format: Format, name: &str, tz: Option<&str>, domain: Option<&str>) -> V
         file: name.to_string(),
         timezone: tz.map(|t| parse_timezone(t).unwrap()),
         domain: domain.map(str::to_string),
+        year: None,
     };
     open(format, BufReader::new(file), ctx).collect()
 }

@@ -14,6 +14,7 @@ fn ctx(file: &str) -> Context {
         file: file.into(),
         timezone: None,
         domain: Some("example.com".into()),
+        year: None,
     }
 }
 
