@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dovecot;
+mod bench_import;
 mod datadir;
 mod dovecot;
 mod filters;
@@ -89,6 +90,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Measures each importer (records/s) on a generated file against grep -c over it.
+    BenchImport(bench_import::BenchImportArgs),
     /// Shows, per source and mailbox, the time ranges imported files cover, and the gaps.
     Coverage {
         /// Only this mailbox.
@@ -166,6 +169,7 @@ fn run(cli: Cli) -> Result<i32> {
             dovecot::import(&dir, &files, &dovecot)
         }
         Command::Import(ImportCommand::Formats(cmd)) => import_cmd::run(&dir, cmd),
+        Command::BenchImport(args) => bench_import::run(args),
         Command::Coverage { mailbox } => import_cmd::coverage(&dir, mailbox.as_deref()),
     }
 }
