@@ -240,3 +240,62 @@ fn exchange_xml_export_imports_back_identically() {
         assert!(out.stdout.starts_with("OK:"), "{}", out.all());
     }
 }
+
+#[test]
+fn coverage_shows_gaps_through_the_cli_and_the_api() {
+    let dir = init_dir();
+    let path = fixture("m365-audit.jsonl");
+    // Two exports a day apart: the second is the same records shifted by a day, so the
+    // mailbox is covered on two separate days with a gap between them.
+    let shifted = dir.path().join("next-day.jsonl");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    std::fs::write(
+        &shifted,
+        text.replace("2023-03-01T", "2023-03-02T")
+            .replace("-4d1f-", "-4d1e-")
+            .replace("-4e20-", "-4e21-")
+            .replace("-4f31-", "-4f32-")
+            .replace("-4042-", "-4043-")
+            .replace("-4153-", "-4154-"),
+    )
+    .expect("write");
+    for file in [&path, &shifted] {
+        mailaudit(
+            dir.path(),
+            &["import", "m365-jsonl", file.to_str().expect("UTF-8")],
+        );
+    }
+    let out = mailaudit(dir.path(), &["coverage"]).ok();
+    assert!(
+        out.stdout.contains(
+            "import:m365-jsonl ceo@contoso.example\n  covered  2023-03-01T08:20:00.000000Z .. 2023-03-01T09:05:00.000000Z  (3 records from 1 file(s))\n  gap      2023-03-01T09:05:00.000000Z .. 2023-03-02T08:20:00.000000Z\n  covered  2023-03-02T08:20:00.000000Z .. 2023-03-02T09:05:00.000000Z"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    let admin = token(dir.path(), "admin", "cov-admin");
+    let ingest = token(dir.path(), "ingest", "cov-ingest");
+    let server = Server::start(dir.path(), &[]);
+    let resp = get(
+        &server.url("/api/v1/coverage?mailbox=CEO@contoso.example"),
+        &admin,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let json = resp.json();
+    let groups = json["groups"].arr();
+    assert_eq!(groups.len(), 1, "{}", resp.body);
+    assert_eq!(groups[0]["mailbox"].str(), Some("ceo@contoso.example"));
+    assert_eq!(groups[0]["source"].str(), Some("import:m365-jsonl"));
+    let ranges = groups[0]["ranges"].arr();
+    assert_eq!(ranges.len(), 2, "{}", resp.body);
+    assert_eq!(ranges[0]["last"].str(), Some("2023-03-01T09:05:00.000000Z"));
+    assert_eq!(
+        ranges[1]["first"].str(),
+        Some("2023-03-02T08:20:00.000000Z")
+    );
+    assert_eq!(json["files"].arr().len(), 2);
+    // Coverage names mailboxes: not for an ingest token.
+    assert_eq!(get(&server.url("/api/v1/coverage"), &ingest).status, 403);
+    server.kill();
+}

@@ -254,7 +254,9 @@ fn build(
                     ..Item::default()
                 });
             }
-            unknown.extend(["result", "client"]);
+            // Access Auditing records successful access only ("success is what counts", in
+            // Microsoft's SP2 announcement): the result is known; the client is not given.
+            unknown.push("client");
             (op, actor, mailbox)
         }
         4662 | 566 if is_security => {

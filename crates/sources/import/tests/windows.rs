@@ -245,7 +245,11 @@ fn evtx_file_in_the_real_format_read_through_the_evtx_crate() {
             ..Item::default()
         }]
     );
-    assert_eq!(param(r, "unknown"), Some("result,client"));
+    assert_eq!(
+        param(r, "unknown"),
+        Some("client"),
+        "SP2 audits successful access only"
+    );
     match &out[2] {
         Parsed::Skipped { reference, reason } => {
             assert_eq!(reference, "Application.evtx:record 4713");
