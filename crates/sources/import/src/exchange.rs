@@ -183,7 +183,7 @@ fn build(
             ])
         ),
     );
-    parameters.push(original(raw)?);
+    parameters.extend(original(raw));
     let observation = Observation {
         time,
         operation: op,

@@ -264,10 +264,7 @@ impl<R: BufRead> IisImporter<R> {
         if status.is_none() {
             parameters.push(param("unknown", "result"));
         }
-        match original(text) {
-            Ok(p) => parameters.push(p),
-            Err(e) => return Parsed::rejected(reference, e),
-        }
+        parameters.extend(original(text));
         let key = self
             .occurrences
             .key(time, format!("iis:{}", digest(&[text])));

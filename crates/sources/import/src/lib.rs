@@ -30,8 +30,8 @@ use std::fmt;
 use std::io::{BufRead, Seek};
 use std::str::FromStr;
 
-/// Longest original record kept verbatim: the model's limit for one parameter value
-/// (`Observation::check`, 16 × 4096 bytes).
+/// Most bytes of an original record kept in one parameter: the model's limit for one
+/// parameter value (`Observation::check`, 16 × 4096 bytes).
 pub const MAX_ORIGINAL: usize = 16 * 4096;
 
 /// A format `mailaudit import` reads.
@@ -227,16 +227,31 @@ impl Importer for Checked<'_> {
     }
 }
 
-/// The `original` parameter: the record as the file has it. A record too large for one
-/// parameter is refused rather than cut, so that nothing is silently lost.
-fn original(text: &str) -> Result<Parameter, String> {
-    if text.len() > MAX_ORIGINAL {
-        return Err(format!(
-            "the record is {} bytes; at most {MAX_ORIGINAL} can be kept verbatim",
-            text.len()
-        ));
+/// The `original` parameter: the record as the file has it. One parameter holds at most
+/// `MAX_ORIGINAL` bytes (the model's limit); a larger record (a MailItemsAccessed record
+/// listing thousands of messages) continues in `original_2`, `original_3`… cut at character
+/// boundaries, so that it is kept whole and the record is not refused.
+fn original(text: &str) -> Vec<Parameter> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    loop {
+        let mut cut = rest.len().min(MAX_ORIGINAL);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let name = match parts.len() {
+            0 => "original".to_string(),
+            n => format!("original_{}", n + 1),
+        };
+        parts.push(Parameter {
+            name,
+            value: rest[..cut].to_string(),
+        });
+        rest = &rest[cut..];
+        if rest.is_empty() {
+            return parts;
+        }
     }
-    Ok(param("original", text))
 }
 
 fn param(name: &str, value: impl Into<String>) -> Parameter {

@@ -305,7 +305,7 @@ fn build(
     if !unknown.is_empty() {
         parameters.push(param("unknown", unknown.join(",")));
     }
-    parameters.push(original(raw)?);
+    parameters.extend(original(raw));
     let key = match str_of(data, "Id") {
         Some(id) => format!("m365:{}", id.to_ascii_lowercase()),
         None => format!("m365-content:{}", digest(&[raw])),

@@ -295,9 +295,7 @@ impl<R: BufRead> LineImporter<R> {
                 parameters.push(param(key, v));
             }
         }
-        if let Err(e) = original(text).map(|p| parameters.push(p)) {
-            return Some(Parsed::rejected(reference, e));
-        }
+        parameters.extend(original(text));
         let key = self
             .occurrences
             .key(time, format!("cyrus:{}", digest(&[text])));
@@ -464,9 +462,7 @@ impl<R: BufRead> LineImporter<R> {
         if let Some(mid) = get("mid") {
             parameters.push(param("zimbra_mailbox_id", mid));
         }
-        if let Err(e) = original(text).map(|p| parameters.push(p)) {
-            return Some(Parsed::rejected(reference, e));
-        }
+        parameters.extend(original(text));
         let key = self
             .occurrences
             .key(time, format!("zimbra:{}", digest(&[text])));

@@ -348,7 +348,7 @@ fn build(
     if !unknown.is_empty() {
         parameters.push(param("unknown", unknown.join(",")));
     }
-    parameters.push(original(raw)?);
+    parameters.extend(original(raw));
     let time = parse_utc(ev.time.as_deref().ok_or("TimeCreated: missing")?)
         .or_else(|_| parse_evtx_time(ev.time.as_deref().unwrap_or("")))
         .map_err(|e| format!("TimeCreated: {e}"))?;

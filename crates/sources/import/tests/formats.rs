@@ -471,3 +471,107 @@ fn empty_files_yield_nothing() {
         }
     }
 }
+
+fn read_file(format: Format, path: &Path, name: &str) -> Vec<Parsed> {
+    let file = std::fs::File::open(path).unwrap();
+    let ctx = Context {
+        file: name.to_string(),
+        timezone: None,
+        domain: None,
+        year: None,
+    };
+    open(format, BufReader::new(file), ctx).collect()
+}
+
+/// A MailItemsAccessed record listing thousands of messages: far beyond one parameter's
+/// 64 KiB. It is kept, whole: the original continues in `original_2`, `original_3`…
+#[test]
+fn a_huge_record_is_kept_whole() {
+    let items: Vec<String> = (0..5000)
+        .map(|i| format!("{{\"InternetMessageId\":\"<m{i}-ünïcode@contoso.example>\"}}"))
+        .collect();
+    let line = format!(
+        "{{\"CreationTime\":\"2023-03-01T08:15:30\",\"Id\":\"big\",\"Operation\":\"MailItemsAccessed\",\"RecordType\":50,\"ResultStatus\":\"Succeeded\",\"UserId\":\"a@contoso.example\",\"LogonType\":2,\"MailboxOwnerUPN\":\"ceo@contoso.example\",\"Folders\":[{{\"Path\":\"\\\\Inbox\",\"FolderItems\":[{}]}}]}}",
+        items.join(",")
+    );
+    assert!(line.len() > 3 * 65536);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.jsonl");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let out = read_file(Format::M365Jsonl, &path, "big.jsonl");
+    assert_eq!(out.len(), 1);
+    let r = record(&out[0]);
+    assert_eq!(r.observation.items.len(), 5000);
+    assert_eq!(
+        r.observation.items[4999].message_id.as_deref(),
+        Some("<m4999-ünïcode@contoso.example>")
+    );
+    let parts: Vec<&Parameter> = r
+        .observation
+        .parameters
+        .iter()
+        .filter(|p| p.name == "original" || p.name.starts_with("original_"))
+        .collect();
+    // Cuts fall on character boundaries, so a part may be a byte or so short of 64 KiB.
+    let least = line.len().div_ceil(65536);
+    assert!(
+        parts.len() == least || parts.len() == least + 1,
+        "{} parts",
+        parts.len()
+    );
+    assert!(parts.iter().all(|p| p.value.len() <= 65536));
+    assert_eq!(parts[1].name, "original_2");
+    let whole: String = parts.iter().map(|p| p.value.as_str()).collect();
+    assert_eq!(whole, line);
+}
+
+/// Half a million IIS lines (about 100 MB), generated here: every one is read, in order,
+/// with the right line number, one at a time.
+#[test]
+fn a_huge_file_streams_through() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.log");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(
+        out,
+        "#Fields: date time cs-method cs-uri-stem cs-uri-query cs-username c-ip sc-status"
+    )
+    .unwrap();
+    let n = 500_000u64;
+    for i in 0..n {
+        writeln!(
+            out,
+            "2014-02-03 10:{:02}:{:02} GET /exchange/ratish@example.com/Inbox/Note+{i}.EML Cmd=open EXAMPLE\\meera 2001:db8::{:x} 200",
+            (i / 60) % 60,
+            i % 60,
+            i % 65535
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    assert!(std::fs::metadata(&path).unwrap().len() > 50_000_000);
+    let file = std::fs::File::open(&path).unwrap();
+    let ctx = Context {
+        file: "huge.log".into(),
+        timezone: None,
+        domain: None,
+        year: None,
+    };
+    let mut count = 0u64;
+    let mut last = None;
+    for p in open(Format::Iis, BufReader::new(file), ctx) {
+        let r = record(&p);
+        count += 1;
+        last = r.observation.items[0]
+            .subject
+            .clone()
+            .zip(r.observation.provenance.reference.clone());
+    }
+    assert_eq!(count, n);
+    assert_eq!(
+        last,
+        Some((format!("Note {}", n - 1), format!("huge.log:{}", n + 1)))
+    );
+}
