@@ -299,3 +299,111 @@ fn coverage_shows_gaps_through_the_cli_and_the_api() {
     assert_eq!(get(&server.url("/api/v1/coverage"), &ingest).status, 403);
     server.kill();
 }
+
+#[path = "../../../sources/import/tests/evtx/mod.rs"]
+mod evtx_writer;
+
+/// An `.evtx` in the real binary format (the test-only writer) through the binary: the
+/// 1016 event it holds is the same event as the wevtutil fixture's first one (computer,
+/// channel, record id), so importing both stores it once.
+#[test]
+fn evtx_and_wevtutil_of_the_same_event_merge() {
+    use evtx_writer::{el, filetime, text, write_evtx};
+    let dir = init_dir();
+    let event = el(
+        "Event",
+        &[(
+            "xmlns",
+            "http://schemas.microsoft.com/win/2004/08/events/event",
+        )],
+        vec![
+            el(
+                "System",
+                &[],
+                vec![
+                    el(
+                        "Provider",
+                        &[("Name", "MSExchangeIS Mailbox Store")],
+                        vec![],
+                    ),
+                    text("EventID", "1016"),
+                    el(
+                        "TimeCreated",
+                        &[("SystemTime", "2009-10-12T23:27:49.0000000Z")],
+                        vec![],
+                    ),
+                    text("EventRecordID", "4711"),
+                    text("Channel", "Application"),
+                    text("Computer", "EX01.example.com"),
+                ],
+            ),
+            el(
+                "EventData",
+                &[],
+                vec![text("Data", "EXAMPLE\\meera"), text("Data", "Ratish Kumar")],
+            ),
+        ],
+    );
+    let path = dir.path().join("Application.evtx");
+    std::fs::write(
+        &path,
+        write_evtx(&[(4711, filetime(1_255_390_069), event)], 10),
+    )
+    .expect("write evtx");
+    let p = path.to_str().expect("UTF-8");
+    let out = mailaudit(
+        dir.path(),
+        &["import", "evtx", "--domain", "example.com", p],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains("(evtx): 1 imported, 0 already present, 0 skipped, 0 rejected"),
+        "{}",
+        out.all()
+    );
+    let again = mailaudit(
+        dir.path(),
+        &["import", "evtx", "--domain", "example.com", p],
+    )
+    .ok();
+    assert!(
+        again
+            .stdout
+            .contains("(evtx): 0 imported, 1 already present"),
+        "{}",
+        again.all()
+    );
+    let out = import(
+        dir.path(),
+        "wevtutil-xml",
+        "wevtutil.xml",
+        &["--domain", "example.com"],
+    );
+    assert!(
+        out.stdout
+            .contains("(wevtutil-xml): 2 imported, 1 already present"),
+        "{}",
+        out.all()
+    );
+    let records = search_all(dir.path(), &["--operation", "MailboxLogin"]);
+    let logins: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r["provenance"]["source"]
+                .str()
+                .is_some_and(|s| s.starts_with("import:"))
+        })
+        .collect();
+    assert_eq!(logins.len(), 1, "{records:?}");
+    assert_eq!(logins[0]["actor"].str(), Some("meera@example.com"));
+    assert_eq!(logins[0]["mailbox"].str(), Some("ratish kumar"));
+    assert_eq!(
+        logins[0]["provenance"]["reference"]
+            .str()
+            .map(|r| r.ends_with("Application.evtx:record 4711")),
+        Some(true)
+    );
+    assert_eq!(logins[0].param("unknown"), Some("result,folder,client"));
+    mailaudit(dir.path(), &["verify"]).ok();
+}
