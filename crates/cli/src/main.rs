@@ -4,9 +4,11 @@
 mod bench;
 mod bench_alerts;
 mod bench_dovecot;
+mod bench_import;
 mod datadir;
 mod dovecot;
 mod filters;
+mod import_cmd;
 mod outputs;
 mod policy_cmd;
 mod preset_cmd;
@@ -93,6 +95,14 @@ enum Command {
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
     /// Measures latency from record submission to alert delivery (webhook, syslog).
     BenchAlerts(bench_alerts::BenchAlertsArgs),
+    /// Measures each importer (records/s) on a generated file against grep -c over it.
+    BenchImport(bench_import::BenchImportArgs),
+    /// Shows, per source and mailbox, the time ranges imported files cover, and the gaps.
+    Coverage {
+        /// Only this mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +114,8 @@ enum ImportCommand {
         #[command(flatten)]
         dovecot: dovecot::DovecotArgs,
     },
+    #[command(flatten)]
+    Formats(import_cmd::FormatCommand),
 }
 
 fn main() {
@@ -162,5 +174,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }
+        Command::Import(ImportCommand::Formats(cmd)) => import_cmd::run(&dir, cmd),
+        Command::BenchImport(args) => bench_import::run(args),
+        Command::Coverage { mailbox } => import_cmd::coverage(&dir, mailbox.as_deref()),
     }
 }

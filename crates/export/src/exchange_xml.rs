@@ -137,16 +137,138 @@ fn escape_attribute(value: &str) -> String {
 /// replaced by U+FFFD when it was written. Errors name the `<Event>` by its 1-based number
 /// and the attribute at fault; a truncated document is an error, never a short list.
 pub fn read_exchange_xml<R: BufRead>(input: R) -> Result<Vec<AuditRecord>, ExportError> {
-    let mut reader = Reader::from_reader(input);
-    let mut buf = Vec::new();
-    let mut open: Vec<String> = Vec::new();
-    let mut records = Vec::new();
-    let mut current: Option<AuditRecord> = None;
-    let (mut events, mut items, mut params) = (0usize, 0usize, 0usize);
-    let mut seen_root = false;
-    // `next`: the error is at the top level, so in the element after the last Event, which
-    // in this shape is the next Event; it is named by that number.
-    let syntax = |events: usize, inside: bool, next: bool, position: u64, reason: String| {
+    ExchangeXmlReader::new(input)
+        .map(|event| event.and_then(|e| e.to_record()))
+        .collect()
+}
+
+/// One `<Event>` of a `SearchResult.xml`, as written: its attributes unescaped, its
+/// `<SourceItems>` and `<Parameters>` children, and the bytes of the element verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeXmlEvent {
+    /// 1-based, in document order.
+    pub number: usize,
+    /// Byte offset of the `<Event` in the document.
+    pub position: u64,
+    pub attributes: Vec<(String, String)>,
+    /// The attributes of each `<ItemId>` under `<SourceItems>`.
+    pub items: Vec<Vec<(String, String)>>,
+    /// The attributes of each `<Parameter>` under `<Parameters>`.
+    pub parameters: Vec<Vec<(String, String)>>,
+    /// The element exactly as it appears in the document (lossily decoded as UTF-8).
+    pub raw: String,
+}
+
+impl ExchangeXmlEvent {
+    /// The unescaped value of an attribute of the `<Event>` itself.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        find(&self.attributes, name)
+    }
+
+    /// The record this crate wrote the event from. Requires mailaudit's own attributes
+    /// (`Seq`, `RecordedAt`, `Source`…): a document Exchange wrote has to be mapped instead.
+    pub fn to_record(&self) -> Result<AuditRecord, ExportError> {
+        let n = self.number;
+        let a = Attrs::from_list(n, format!("Event {n}"), &self.attributes);
+        let mut record = read_event(&a)?;
+        for (i, item) in self.items.iter().enumerate() {
+            let a = Attrs::from_list(n, format!("Event {n}, ItemId {}", i + 1), item);
+            record.items.push(read_item(&a)?);
+        }
+        for (i, param) in self.parameters.iter().enumerate() {
+            let a = Attrs::from_list(n, format!("Event {n}, Parameter {}", i + 1), param);
+            record.parameters.push(Parameter {
+                name: a.req("Name")?,
+                value: a.req("Value")?,
+            });
+        }
+        Ok(record)
+    }
+}
+
+fn find<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    list.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Keeps a copy of the bytes the XML parser consumes while `on`, so that an event can be
+/// kept verbatim without holding more than that event.
+struct Recording<R> {
+    inner: R,
+    on: bool,
+    bytes: Vec<u8>,
+}
+
+impl<R: BufRead> io::Read for Recording<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.on {
+            self.bytes.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Recording<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if self.on {
+            // `fill_buf` after `fill_buf` returns the buffered bytes again without I/O.
+            if let Ok(buffered) = self.inner.fill_buf() {
+                let n = amt.min(buffered.len());
+                self.bytes.extend_from_slice(&buffered[..n]);
+            }
+        }
+        self.inner.consume(amt)
+    }
+}
+
+/// Streams the `<Event>`s of a `SearchResult.xml`, one at a time, in constant memory. Errors
+/// name the event by number; after a syntax error (the document cannot be resynchronised)
+/// the iterator ends.
+pub struct ExchangeXmlReader<R: BufRead> {
+    reader: Reader<Recording<R>>,
+    buf: Vec<u8>,
+    open: Vec<String>,
+    current: Option<ExchangeXmlEvent>,
+    /// The current event's attributes were unreadable: skip its children.
+    broken: bool,
+    events: usize,
+    seen_root: bool,
+    done: bool,
+}
+
+impl<R: BufRead> ExchangeXmlReader<R> {
+    pub fn new(input: R) -> Self {
+        ExchangeXmlReader {
+            reader: Reader::from_reader(Recording {
+                inner: input,
+                on: false,
+                bytes: Vec::new(),
+            }),
+            buf: Vec::new(),
+            open: Vec::new(),
+            current: None,
+            broken: false,
+            events: 0,
+            seen_root: false,
+            done: false,
+        }
+    }
+
+    /// Bytes of the document consumed so far (for progress).
+    pub fn position(&self) -> u64 {
+        self.reader.buffer_position()
+    }
+
+    fn syntax(&self, next: bool, position: u64, reason: String) -> ExportError {
+        // `next`: the error is at the top level, so in the element after the last Event,
+        // which in this shape is the next Event; it is named by that number.
+        let (events, inside) = (self.events, self.current.is_some() || self.broken);
         let (event, place) = match (events, inside, next) {
             (n, true, _) => (n, format!("Event {n}")),
             (n, false, true) => (n + 1, format!("Event {}", n + 1)),
@@ -159,80 +281,177 @@ pub fn read_exchange_xml<R: BufRead>(input: R) -> Result<Vec<AuditRecord>, Expor
             position,
             reason,
         }
-    };
-    loop {
-        buf.clear();
-        let event = match reader.read_event_into(&mut buf) {
-            Ok(event) => event,
-            Err(e) => {
-                let (at, inside) = (reader.error_position(), current.is_some());
-                return Err(syntax(events, inside, open.len() == 1, at, e.to_string()));
-            }
+    }
+
+    fn fail(&mut self, e: ExportError) -> Option<Result<ExchangeXmlEvent, ExportError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+
+    fn take_raw(&mut self) -> String {
+        let rec = self.reader.get_mut();
+        let text = String::from_utf8_lossy(&rec.bytes);
+        let trimmed = text.trim();
+        let raw = if trimmed.starts_with('<') {
+            trimmed.to_string()
+        } else {
+            format!("<{trimmed}")
         };
-        let (e, empty) = match event {
-            Event::Start(e) => (e, false),
-            Event::Empty(e) => (e, true),
-            Event::End(_) => {
-                if open.pop().as_deref() == Some("Event") && open.len() == 1 {
-                    records.extend(current.take());
-                }
-                continue;
+        rec.bytes.clear();
+        raw
+    }
+}
+
+impl<R: BufRead> Iterator for ExchangeXmlReader<R> {
+    type Item = Result<ExchangeXmlEvent, ExportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            // Between events (directly inside the root), start a fresh verbatim copy.
+            if self.current.is_none() && !self.broken {
+                let rec = self.reader.get_mut();
+                rec.bytes.clear();
+                rec.on = self.open.len() == 1;
             }
-            Event::Eof => break,
-            _ => continue,
+            self.buf.clear();
+            let start_pos = self.reader.buffer_position();
+            let event = match self.reader.read_event_into(&mut self.buf) {
+                Ok(event) => event.into_owned(),
+                Err(e) => {
+                    let at = self.reader.error_position();
+                    let err = self.syntax(self.open.len() == 1, at, e.to_string());
+                    return self.fail(err);
+                }
+            };
+            let (e, empty) = match event {
+                Event::Start(e) => (e, false),
+                Event::Empty(e) => (e, true),
+                Event::End(_) => {
+                    if self.open.pop().as_deref() == Some("Event") && self.open.len() == 1 {
+                        if self.broken {
+                            self.broken = false;
+                            continue;
+                        }
+                        if let Some(mut done) = self.current.take() {
+                            done.raw = self.take_raw();
+                            self.reader.get_mut().on = false;
+                            return Some(Ok(done));
+                        }
+                    }
+                    continue;
+                }
+                Event::Eof => {
+                    self.done = true;
+                    if let Some(inner) = self.open.last() {
+                        let reason = format!("the document ends inside <{inner}>: it is truncated");
+                        let at = self.reader.buffer_position();
+                        return Some(Err(self.syntax(false, at, reason)));
+                    }
+                    if !self.seen_root {
+                        let reason = format!("no <{ROOT}> element");
+                        let at = self.reader.buffer_position();
+                        return Some(Err(self.syntax(false, at, reason)));
+                    }
+                    return None;
+                }
+                _ => continue,
+            };
+            let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+            if !empty {
+                self.open.push(name.clone());
+            }
+            let parent = if empty {
+                self.open.last()
+            } else {
+                self.open.iter().rev().nth(1)
+            };
+            match (parent.map(String::as_str), name.as_str()) {
+                (None, ROOT) => self.seen_root = true,
+                (None, other) => {
+                    let reason = format!("the root element is <{other}>, expected <{ROOT}>");
+                    let at = self.reader.buffer_position();
+                    let err = self.syntax(false, at, reason);
+                    return self.fail(err);
+                }
+                (Some(ROOT), "Event") => {
+                    self.events += 1;
+                    let n = self.events;
+                    let attributes = match attributes_of(&e, n, format!("Event {n}")) {
+                        Ok(list) => list,
+                        Err(err) => {
+                            self.broken = !empty;
+                            self.reader.get_mut().on = false;
+                            return Some(Err(err));
+                        }
+                    };
+                    let event = ExchangeXmlEvent {
+                        number: n,
+                        position: start_pos,
+                        attributes,
+                        items: Vec::new(),
+                        parameters: Vec::new(),
+                        raw: String::new(),
+                    };
+                    if empty {
+                        let mut event = event;
+                        event.raw = self.take_raw();
+                        self.reader.get_mut().on = false;
+                        return Some(Ok(event));
+                    }
+                    self.current = Some(event);
+                }
+                (Some("SourceItems"), "ItemId") | (Some("Parameters"), "Parameter") => {
+                    let n = self.events;
+                    if let Some(current) = self.current.as_mut() {
+                        let is_item = name == "ItemId";
+                        let index = if is_item {
+                            current.items.len() + 1
+                        } else {
+                            current.parameters.len() + 1
+                        };
+                        let place = format!("Event {n}, {name} {index}");
+                        match attributes_of(&e, n, place) {
+                            Ok(list) if is_item => current.items.push(list),
+                            Ok(list) => current.parameters.push(list),
+                            Err(err) => {
+                                self.current = None;
+                                self.broken = true;
+                                self.reader.get_mut().on = false;
+                                return Some(Err(err));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn attributes_of(
+    e: &BytesStart,
+    event: usize,
+    place: String,
+) -> Result<Vec<(String, String)>, ExportError> {
+    let mut list = Vec::new();
+    for a in e.attributes() {
+        let error = |attribute: &str, reason: String| ExportError::XmlAttribute {
+            event,
+            place: place.clone(),
+            attribute: attribute.to_string(),
+            reason,
         };
-        let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-        match (open.last().map(String::as_str), name.as_str()) {
-            (None, ROOT) => seen_root = true,
-            (None, other) => {
-                let reason = format!("the root element is <{other}>, expected <{ROOT}>");
-                return Err(syntax(0, false, false, reader.buffer_position(), reason));
-            }
-            (Some(ROOT), "Event") => {
-                events += 1;
-                (items, params) = (0, 0);
-                let record = read_event(&Attrs::of(&e, events, format!("Event {events}"))?)?;
-                if empty {
-                    records.push(record);
-                } else {
-                    current = Some(record);
-                }
-            }
-            (Some("SourceItems"), "ItemId") => {
-                if let Some(record) = current.as_mut() {
-                    items += 1;
-                    let place = format!("Event {events}, ItemId {items}");
-                    record
-                        .items
-                        .push(read_item(&Attrs::of(&e, events, place)?)?);
-                }
-            }
-            (Some("Parameters"), "Parameter") => {
-                if let Some(record) = current.as_mut() {
-                    params += 1;
-                    let a = Attrs::of(&e, events, format!("Event {events}, Parameter {params}"))?;
-                    record.parameters.push(Parameter {
-                        name: a.req("Name")?,
-                        value: a.req("Value")?,
-                    });
-                }
-            }
-            _ => {}
-        }
-        if !empty {
-            open.push(name);
-        }
+        let a = a.map_err(|err| error("(syntax)", err.to_string()))?;
+        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+        let value = a
+            .unescape_value()
+            .map_err(|err| error(&key, err.to_string()))?;
+        list.push((key, value.into_owned()));
     }
-    if let Some(inner) = open.last() {
-        let reason = format!("the document ends inside <{inner}>: it is truncated");
-        let at = reader.buffer_position();
-        return Err(syntax(events, current.is_some(), false, at, reason));
-    }
-    if !seen_root {
-        let reason = format!("no <{ROOT}> element");
-        return Err(syntax(0, false, false, reader.buffer_position(), reason));
-    }
-    Ok(records)
+    Ok(list)
 }
 
 fn read_event(a: &Attrs) -> Result<AuditRecord, ExportError> {
@@ -280,28 +499,15 @@ fn read_item(a: &Attrs) -> Result<Item, ExportError> {
 }
 
 /// An element's attributes, unescaped, with where they came from for error messages.
-struct Attrs {
+struct Attrs<'a> {
     event: usize,
     place: String,
-    list: Vec<(String, String)>,
+    list: &'a [(String, String)],
 }
 
-impl Attrs {
-    fn of(e: &BytesStart, event: usize, place: String) -> Result<Attrs, ExportError> {
-        let mut attrs = Attrs {
-            event,
-            place,
-            list: Vec::new(),
-        };
-        for a in e.attributes() {
-            let a = a.map_err(|err| attrs.error("(syntax)", err.to_string()))?;
-            let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-            let value = a
-                .unescape_value()
-                .map_err(|err| attrs.error(&key, err.to_string()))?;
-            attrs.list.push((key, value.into_owned()));
-        }
-        Ok(attrs)
+impl<'a> Attrs<'a> {
+    fn from_list(event: usize, place: String, list: &'a [(String, String)]) -> Self {
+        Attrs { event, place, list }
     }
 
     fn opt<T: FromStr>(&self, name: &str) -> Result<Option<T>, ExportError>

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::str::FromStr;
 
 pub use csv_out::CSV_COLUMNS;
-pub use exchange_xml::read_exchange_xml;
+pub use exchange_xml::{read_exchange_xml, ExchangeXmlEvent, ExchangeXmlReader};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

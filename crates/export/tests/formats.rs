@@ -364,3 +364,31 @@ fn reader_errors_name_the_event_and_attribute() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn streaming_reader_keeps_each_event_verbatim() {
+    let records = [nasty(1), minimal(2), nasty(3)];
+    let xml = export(Format::ExchangeXml, &records);
+    let events: Vec<_> = mailaudit_export::ExchangeXmlReader::new(xml.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    let mut from = 0;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.number, i + 1);
+        let at = from + xml[from..].find("<Event ").unwrap();
+        let end_tag = xml[at..].find("</Event>").map(|p| p + "</Event>".len());
+        let empty = xml[at..].find("/>").map(|p| p + 2);
+        let end = at
+            + match (end_tag, empty) {
+                (Some(t), Some(m)) if e.items.is_empty() && e.parameters.is_empty() => t.min(m),
+                (Some(t), _) => t,
+                (None, Some(m)) => m,
+                (None, None) => panic!("no end"),
+            };
+        assert_eq!(e.raw, &xml[at..end], "event {}", i + 1);
+        assert_eq!(e.to_record().unwrap(), records[i]);
+        assert_eq!(e.attribute("Owner"), Some(records[i].mailbox.as_str()));
+        from = end;
+    }
+}

@@ -7,12 +7,14 @@
 //! it needs a new version number, never an edit of version 1.
 
 mod canonical;
+mod imported;
 mod observation;
 mod operation;
 mod record;
 mod time;
 
 pub use canonical::{encode_canonical, CANONICAL_VERSION};
+pub use imported::ImportedObservation;
 pub use observation::{parse_observation_json, Observation, ObservationError};
 pub use operation::{LogonType, Operation, OperationResult, ParseEnumError};
 pub use record::{AuditRecord, Client, Item, Parameter, Provenance};

@@ -1,7 +1,8 @@
 //! The synchronous core of the pipeline over one store.
 
 use mailaudit_model::{
-    AuditRecord, Client, Observation, Operation, OperationResult, Parameter, Provenance, Timestamp,
+    AuditRecord, Client, ImportedObservation, Observation, Operation, OperationResult, Parameter,
+    Provenance, Timestamp,
 };
 use mailaudit_policy::{classify, Decision, Policy, PolicyChange, PolicyError, SkipReason};
 use mailaudit_store::{sign_checkpoint, SignerKey, Store, StoreError, StoredCheckpoint};
@@ -34,6 +35,27 @@ pub enum IngestOutcome {
     Skipped {
         reason: &'static str,
     },
+}
+
+/// What became of one imported record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ImportOutcome {
+    Stored {
+        seq: u64,
+    },
+    /// Not recorded, by policy (as `IngestOutcome::Skipped`).
+    Skipped {
+        reason: &'static str,
+    },
+    /// The store already holds a record with this source key.
+    Duplicate,
+}
+
+/// The digest under which a source key is stored.
+pub fn source_key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 /// Who asked for an audit-system operation (a policy change, a search, an export).
@@ -160,6 +182,82 @@ impl<S: Store> Auditor<S> {
         for o in outcomes.iter_mut() {
             if let IngestOutcome::Stored { seq } = o {
                 *seq = seqs.next().unwrap_or_default();
+            }
+        }
+        self.stats.stored += stored.len() as u64;
+        self.stats.skipped_disabled += skipped.skipped_disabled;
+        self.stats.skipped_bypass += skipped.skipped_bypass;
+        self.stats.skipped_not_audited += skipped.skipped_not_audited;
+        Ok((outcomes, stored))
+    }
+
+    /// Ingests imported history: like `ingest`, but a record keeps the logon type (and
+    /// external flag) its original system reported when it carried one, and is appended
+    /// only if the store does not yet hold its source key (`Store::append_keyed`; the key
+    /// is stored as its SHA-256). Policy applies as for any source. Outcomes are in input
+    /// order.
+    pub fn ingest_imported(
+        &mut self,
+        imported: Vec<ImportedObservation>,
+        settings: &[(&str, &str)],
+    ) -> Result<(Vec<ImportOutcome>, Vec<AuditRecord>), PipelineError> {
+        self.refresh_policy()?;
+        let now = Timestamp::now();
+        let mut outcomes = Vec::with_capacity(imported.len());
+        let mut keep = Vec::with_capacity(imported.len());
+        let mut keys = Vec::with_capacity(imported.len());
+        let mut skipped = Stats::default();
+        for imp in imported {
+            let class = classify(&imp.observation);
+            let logon_type = imp.logon_type.unwrap_or(class.logon_type);
+            let external = imp.external.unwrap_or(class.external);
+            let record = build_record(imp.observation, logon_type, external, now);
+            match self.policy.decide(
+                &record.mailbox,
+                &record.actor,
+                record.operation,
+                record.logon_type,
+            ) {
+                Decision::Record => {
+                    outcomes.push(ImportOutcome::Stored { seq: 0 });
+                    keys.push(source_key_hash(&imp.source_key));
+                    keep.push(record);
+                }
+                Decision::Skip(reason) => {
+                    let reason = match reason {
+                        SkipReason::MailboxDisabled => {
+                            skipped.skipped_disabled += 1;
+                            "mailbox_disabled"
+                        }
+                        SkipReason::Bypassed => {
+                            skipped.skipped_bypass += 1;
+                            "bypassed"
+                        }
+                        SkipReason::NotAudited => {
+                            skipped.skipped_not_audited += 1;
+                            "not_audited"
+                        }
+                    };
+                    outcomes.push(ImportOutcome::Skipped { reason });
+                }
+            }
+        }
+        let appended = if keep.is_empty() && settings.is_empty() {
+            Vec::new()
+        } else {
+            self.store.append_keyed(keep, &keys, settings)?
+        };
+        let mut results = appended.into_iter();
+        let mut stored = Vec::new();
+        for o in outcomes.iter_mut() {
+            if let ImportOutcome::Stored { seq } = o {
+                match results.next().flatten() {
+                    Some(r) => {
+                        *seq = r.seq;
+                        stored.push(r);
+                    }
+                    None => *o = ImportOutcome::Duplicate,
+                }
             }
         }
         self.stats.stored += stored.len() as u64;

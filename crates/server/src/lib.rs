@@ -6,6 +6,7 @@
 //! is not answered. This crate holds no audit logic of its own.
 
 mod auth;
+mod coverage;
 mod error;
 mod export;
 mod ingest;
@@ -54,5 +55,6 @@ pub fn router(state: State) -> Router {
             post(sources::post_dovecot_event),
         )
         .route("/api/v1/metrics", get(sources::metrics))
+        .route("/api/v1/coverage", get(coverage::coverage))
         .with_state(state)
 }

@@ -137,6 +137,124 @@ pub fn round_trip(store: &mut dyn Store) {
     assert_eq!(store.tile(1).unwrap(), None);
 }
 
+/// Source keys make imports idempotent: a key already stored, or repeated within a batch,
+/// adds nothing; fresh records in the same batch are stored with consecutive seqs; plain
+/// appends are unaffected; the tree covers exactly the stored records; settings still land.
+pub fn source_keys_deduplicate(store: &mut dyn Store) {
+    let input = sample_records(6);
+    let key = |i: u8| [i; 32];
+    let first = store
+        .append_keyed(
+            input[..3].to_vec(),
+            &[key(1), key(2), key(3)],
+            &[("import:a", "1")],
+        )
+        .unwrap();
+    let seqs: Vec<_> = first.iter().map(|r| r.as_ref().map(|r| r.seq)).collect();
+    assert_eq!(seqs, vec![Some(0), Some(1), Some(2)]);
+    // The same file again: nothing new, the setting is still written.
+    let again = store
+        .append_keyed(
+            input[..3].to_vec(),
+            &[key(1), key(2), key(3)],
+            &[("import:a", "2")],
+        )
+        .unwrap();
+    assert_eq!(again, vec![None, None, None]);
+    assert_eq!(store.size().unwrap(), 3);
+    assert_eq!(
+        store.setting("import:a").unwrap().map(|(_, v)| v),
+        Some("2".into())
+    );
+    // An overlapping export: one old key, one new, and a key repeated inside the batch.
+    store.append(vec![input[3].clone()], &[]).unwrap();
+    let overlap = store
+        .append_keyed(
+            vec![input[2].clone(), input[4].clone(), input[5].clone()],
+            &[key(3), key(4), key(4)],
+            &[],
+        )
+        .unwrap();
+    let mut expected = input[4].clone();
+    expected.seq = 4;
+    assert_eq!(overlap, vec![None, Some(expected.clone()), None]);
+    assert_eq!(store.size().unwrap(), 5);
+    assert_eq!(store.get(4).unwrap(), Some(expected));
+    let mut leaves = Vec::new();
+    store
+        .scan(0, 5, &mut |_, leaf| {
+            if let crate::Leaf::Record { record, .. } = leaf {
+                leaves.push(leaf_hash(&encode_canonical(&record)));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(leaves.len(), 5);
+    assert_eq!(store.frontier().unwrap().root(), root_of(&leaves));
+    // A mismatch between records and keys is refused, not guessed at.
+    assert!(store
+        .append_keyed(input[..2].to_vec(), &[key(9)], &[])
+        .is_err());
+    assert_eq!(store.size().unwrap(), 5);
+}
+
+/// Coverage entries are kept per source, file and mailbox (a re-import replaces its entry)
+/// and merge into ranges with the gaps between them visible.
+pub fn coverage_of_imports(store: &mut dyn Store) {
+    use crate::{coverage_ranges, CoverageEntry, CoverageRange};
+    let t = |d: i64| Timestamp::from_secs(1_700_000_000 + d * 86_400);
+    let entry = |file: &str, mailbox: &str, first: i64, last: i64, records: u64| CoverageEntry {
+        source: "import:exchange-csv".into(),
+        file: file.into(),
+        mailbox: mailbox.into(),
+        first: t(first),
+        last: t(last),
+        records,
+        imported_at: t(100),
+    };
+    assert!(store.coverage().unwrap().is_empty());
+    store
+        .add_coverage(&[
+            entry("jan.csv", "a@example.com", 0, 10, 5),
+            entry("jan.csv", "b@example.com", 1, 2, 1),
+        ])
+        .unwrap();
+    store
+        .add_coverage(&[
+            entry("feb.csv", "a@example.com", 8, 20, 7),
+            entry("apr.csv", "a@example.com", 40, 50, 3),
+        ])
+        .unwrap();
+    // The same file again (re-imported): replaced, not added.
+    store
+        .add_coverage(&[entry("jan.csv", "a@example.com", 0, 10, 5)])
+        .unwrap();
+    let all = store.coverage().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0], entry("jan.csv", "a@example.com", 0, 10, 5));
+    let groups = coverage_ranges(&all);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].mailbox, "a@example.com");
+    assert_eq!(
+        groups[0].ranges,
+        vec![
+            CoverageRange {
+                first: t(0),
+                last: t(20),
+                records: 12,
+                files: 2
+            },
+            CoverageRange {
+                first: t(40),
+                last: t(50),
+                records: 3,
+                files: 1
+            },
+        ]
+    );
+    assert_eq!(groups[1].ranges.len(), 1);
+}
+
 /// Every filter agrees with `Query::matches`, totals are exact, and paging visits every
 /// match exactly once, newest first.
 pub fn search_matches_filter(store: &mut dyn Store) {
@@ -383,6 +501,16 @@ macro_rules! store_conformance_tests {
         fn conformance_settings_and_checkpoints() {
             let mut s = $make;
             $crate::conformance::settings_and_checkpoints(&mut *s);
+        }
+        #[test]
+        fn conformance_source_keys_deduplicate() {
+            let mut s = $make;
+            $crate::conformance::source_keys_deduplicate(&mut *s);
+        }
+        #[test]
+        fn conformance_coverage_of_imports() {
+            let mut s = $make;
+            $crate::conformance::coverage_of_imports(&mut *s);
         }
         #[test]
         fn conformance_tokens() {

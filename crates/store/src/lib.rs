@@ -8,11 +8,13 @@
 
 mod blob;
 pub mod conformance;
+mod coverage;
 mod error;
 mod log;
 mod query;
 mod sqlite;
 
+pub use coverage::{coverage_ranges, CoverageEntry, CoverageGroup, CoverageRange};
 pub use error::StoreError;
 pub use log::{
     inclusion_proof, sign_checkpoint, verify, InclusionProof, VerifyError, VerifyProgress,
@@ -68,6 +70,19 @@ pub trait Store: Send {
         settings: &[(&str, &str)],
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Like `append`, for imported history: `keys[i]` is a digest of the source key naming
+    /// the original record `records[i]` was read from. A record whose key the store already
+    /// holds, from an earlier append or earlier in this batch, is not appended, so importing
+    /// a file twice, or two overlapping exports, adds each original record once. Returns, in
+    /// input order, the record as stored or `None` for a duplicate. Keys live beside the log,
+    /// not in it: the canonical encoding of a record does not change.
+    fn append_keyed(
+        &mut self,
+        records: Vec<AuditRecord>,
+        keys: &[Hash],
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<Option<AuditRecord>>, StoreError>;
+
     fn get(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
 
     /// Newest first. No result is ever capped: page through with the cursor.
@@ -112,4 +127,10 @@ pub trait Store: Send {
     fn token(&self, hash: &Hash) -> Result<Option<TokenInfo>, StoreError>;
     fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
     fn revoke_token(&mut self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records the spans imported files cover; an entry for the same source, file and
+    /// mailbox replaces the earlier one (a re-import of the file).
+    fn add_coverage(&mut self, entries: &[CoverageEntry]) -> Result<(), StoreError>;
+    /// Every coverage entry, by source, mailbox and start.
+    fn coverage(&self) -> Result<Vec<CoverageEntry>, StoreError>;
 }

@@ -11,8 +11,8 @@
 use crate::blob::{self, Kind};
 use crate::query::{decode_cursor, encode_cursor, items_contain};
 use crate::{
-    Leaf, PageRequest, Query, SearchPage, Store, StoreError, StoredCheckpoint, TokenInfo,
-    TILE_LEVEL,
+    CoverageEntry, Leaf, PageRequest, Query, SearchPage, Store, StoreError, StoredCheckpoint,
+    TokenInfo, TILE_LEVEL,
 };
 use mailaudit_merkle::{leaf_hash, Frontier, Hash};
 use mailaudit_model::{
@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS pruned(seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles(idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS coverage(source TEXT NOT NULL, file TEXT NOT NULL, mailbox TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, records INTEGER NOT NULL, imported_at INTEGER NOT NULL, PRIMARY KEY(source, file, mailbox));
+CREATE TABLE IF NOT EXISTS source_keys(key BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens(hash BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 ";
 
@@ -414,16 +416,47 @@ fn read_frontier(conn: &Connection) -> Result<Frontier, StoreError> {
     }
 }
 
-impl Store for SqliteStore {
-    fn append(
+impl SqliteStore {
+    /// The one append path. With `keys`, a record whose source key is already stored (or
+    /// appears earlier in the batch) is dropped; the check and the key's insertion happen in
+    /// the append's own transaction, so concurrent importers cannot both add a record.
+    /// Returns the stored records and, per input record, whether it was stored.
+    fn append_inner(
         &mut self,
         records: Vec<AuditRecord>,
+        keys: Option<&[Hash]>,
         settings: &[(&str, &str)],
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<(Vec<AuditRecord>, Vec<bool>), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut frontier = read_frontier(&tx)?;
+        let mut kept = vec![true; records.len()];
+        let (records, keys) = match keys {
+            None => (records, Vec::new()),
+            Some(keys) => {
+                if keys.len() != records.len() {
+                    return Err(StoreError::Invalid(format!(
+                        "{} records but {} source keys",
+                        records.len(),
+                        keys.len()
+                    )));
+                }
+                let mut seen = std::collections::HashSet::new();
+                let mut known = tx.prepare_cached("SELECT 1 FROM source_keys WHERE key = ?1")?;
+                let mut fresh_records = Vec::with_capacity(records.len());
+                let mut fresh_keys = Vec::with_capacity(records.len());
+                for (i, (r, key)) in records.into_iter().zip(keys).enumerate() {
+                    if !seen.insert(*key) || known.exists([&key[..]])? {
+                        kept[i] = false;
+                        continue;
+                    }
+                    fresh_records.push(r);
+                    fresh_keys.push(*key);
+                }
+                (fresh_records, fresh_keys)
+            }
+        };
         let mut interner = Interner {
             cache: &self.ids,
             fresh: HashMap::new(),
@@ -489,6 +522,11 @@ impl Store for SqliteStore {
             for (idx, hash) in &tiles {
                 tile.execute(params![*idx as i64, &hash[..]])?;
             }
+            let mut key_row =
+                tx.prepare_cached("INSERT INTO source_keys(key, seq) VALUES(?1, ?2)")?;
+            for (key, r) in keys.iter().zip(&stored) {
+                key_row.execute(params![&key[..], r.seq as i64])?;
+            }
         }
         tx.execute(
             "INSERT INTO meta(key, value) VALUES('frontier', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -506,7 +544,31 @@ impl Store for SqliteStore {
             self.remember(id, value.clone());
             self.ids.insert((kind, value), id);
         }
-        Ok(stored)
+        Ok((stored, kept))
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &mut self,
+        records: Vec<AuditRecord>,
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.append_inner(records, None, settings)?.0)
+    }
+
+    fn append_keyed(
+        &mut self,
+        records: Vec<AuditRecord>,
+        keys: &[Hash],
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<Option<AuditRecord>>, StoreError> {
+        let (stored, kept) = self.append_inner(records, Some(keys), settings)?;
+        let mut stored = stored.into_iter();
+        Ok(kept
+            .into_iter()
+            .map(|k| if k { stored.next() } else { None })
+            .collect())
     }
 
     fn get(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
@@ -959,6 +1021,48 @@ impl Store for SqliteStore {
             .conn
             .execute("UPDATE tokens SET revoked = 1 WHERE name = ?1", [name])?
             > 0)
+    }
+
+    fn add_coverage(&mut self, entries: &[CoverageEntry]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO coverage(source, file, mailbox, first, last, records, imported_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, file, mailbox) DO UPDATE SET first = excluded.first, last = excluded.last, records = excluded.records, imported_at = excluded.imported_at",
+            )?;
+            for e in entries {
+                put.execute(params![
+                    e.source,
+                    e.file,
+                    e.mailbox,
+                    e.first.micros(),
+                    e.last.micros(),
+                    e.records as i64,
+                    e.imported_at.micros()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn coverage(&self) -> Result<Vec<CoverageEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, file, mailbox, first, last, records, imported_at FROM coverage ORDER BY source, mailbox, first, file",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CoverageEntry {
+                source: r.get(0)?,
+                file: r.get(1)?,
+                mailbox: r.get(2)?,
+                first: Timestamp::from_micros(r.get(3)?),
+                last: Timestamp::from_micros(r.get(4)?),
+                records: r.get::<_, i64>(5)? as u64,
+                imported_at: Timestamp::from_micros(r.get(6)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -9,6 +9,7 @@ mod crash;
 mod dovecot;
 mod exports;
 mod import;
+mod import_formats;
 mod ingest_errors;
 mod policy_live;
 mod presets;
