@@ -180,7 +180,7 @@ pub fn run(args: BenchImportArgs) -> Result<i32> {
         let (grep_n, grep_time) = grep_count(&path, g.grep)?;
         let ctx = Context {
             file: path.display().to_string(),
-            timezone: chrono::FixedOffset::east_opt(0),
+            timezone: Some(mailaudit_source_import::ImportZone::utc()),
             domain: Some("example.com".into()),
             year: None,
         };

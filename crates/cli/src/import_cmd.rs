@@ -44,9 +44,10 @@ pub enum FormatCommand {
 pub struct ImportArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// The UTC offset times without a zone were written in (Exchange CSV's LastAccessed is
-    /// the exporting machine's local time): `UTC`, `+02:00`, `-0500`. Without it such times
-    /// are rejected, never guessed.
+    /// The zone times without one were written in (Exchange CSV's LastAccessed is the
+    /// exporting machine's local time): an IANA name such as `Europe/Berlin`, which follows
+    /// daylight saving, or `UTC`, `+02:00`, `-0500`. Without it such times are rejected,
+    /// never guessed.
     #[arg(long)]
     pub timezone: Option<String>,
     /// Domain for bare account names (`DOMAIN\meera` or `meera` become `meera@<domain>`).

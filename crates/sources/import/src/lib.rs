@@ -23,7 +23,7 @@ mod time;
 mod windows;
 
 pub use exchange_xml::{mailaudit_key_seq, mailaudit_record_key};
-pub use time::{parse_timezone, TimeZoneError};
+pub use time::{parse_timezone, ImportZone, TimeZoneError};
 
 use mailaudit_model::{ImportedObservation, Parameter, Timestamp};
 use std::fmt;
@@ -115,9 +115,9 @@ impl FromStr for Format {
 pub struct Context {
     /// The file's name as shown in references (`SearchResult.xml:event 3`).
     pub file: String,
-    /// For formats whose times carry no zone (Exchange CSV, IIS when not UTC): the offset
+    /// For formats whose times carry no zone (Exchange CSV, IIS when not UTC): the zone
     /// they were written in. `None` refuses such times rather than guess.
-    pub timezone: Option<chrono::FixedOffset>,
+    pub timezone: Option<ImportZone>,
     /// Mailbox domain for bare names (`DOMAIN\meera` or `meera` → `meera@<domain>`). `None`
     /// keeps names as the file has them.
     pub domain: Option<String>,

@@ -14,8 +14,8 @@
 //! Zimbra writes local times without a zone: `--timezone` is required.
 
 use crate::time::parse_time;
+use crate::time::ImportZone;
 use crate::{account, digest, ip_port, original, param, Context, Importer, Occurrences, Parsed};
-use chrono::FixedOffset;
 use mailaudit_model::{
     Client, ImportedObservation, Item, Observation, Operation, OperationResult, Parameter,
     Provenance, Timestamp,
@@ -115,7 +115,7 @@ fn field<'a>(fields: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
 /// A syslog line's time and the rest after `host program[pid]: `.
 fn syslog_time(
     text: &str,
-    zone: Option<FixedOffset>,
+    zone: Option<ImportZone>,
     year: Option<i32>,
 ) -> Result<(Timestamp, String, &str), String> {
     // RFC 3339 (rsyslog's default file format): `2009-10-12T23:27:49.123+02:00 host prog[pid]: …`
