@@ -57,6 +57,10 @@ pub struct ImportArgs {
     /// The year of syslog lines written without one (`Oct 12 23:27:49`, Cyrus).
     #[arg(long)]
     pub year: Option<i32>,
+    /// Filter the history through today's audit policy, as live events are. By default every
+    /// record is kept: the original system already chose what it audited.
+    #[arg(long)]
+    pub apply_policy: bool,
 }
 
 impl FormatCommand {
@@ -136,7 +140,15 @@ pub fn run(dir: &Path, cmd: FormatCommand) -> Result<i32> {
             domain: args.domain.clone(),
             year: args.year,
         };
-        let tally = import_file(&mut auditor, format, file, ctx, &bar, done_bytes)?;
+        let tally = import_file(
+            &mut auditor,
+            format,
+            file,
+            ctx,
+            args.apply_policy,
+            &bar,
+            done_bytes,
+        )?;
         done_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         bar.set_position(done_bytes);
         bar.suspend(|| tally.print(&format!("{name} ({format})")));
@@ -154,6 +166,7 @@ fn import_file(
     format: Format,
     file: &Path,
     ctx: Context,
+    apply_policy: bool,
     bar: &ProgressBar,
     offset: u64,
 ) -> Result<Tally> {
@@ -172,7 +185,7 @@ fn import_file(
         if batch.is_empty() {
             return Ok(());
         }
-        let (outcomes, _) = auditor.ingest_imported(std::mem::take(batch), &[])?;
+        let (outcomes, _) = auditor.ingest_imported(std::mem::take(batch), &[], apply_policy)?;
         for o in outcomes {
             match o {
                 ImportOutcome::Stored { .. } => tally.imported += 1,

@@ -194,12 +194,16 @@ impl<S: Store> Auditor<S> {
     /// Ingests imported history: like `ingest`, but a record keeps the logon type (and
     /// external flag) its original system reported when it carried one, and is appended
     /// only if the store does not yet hold its source key (`Store::append_keyed`; the key
-    /// is stored as its SHA-256). Policy applies as for any source. Outcomes are in input
-    /// order.
+    /// is stored as its SHA-256). Outcomes are in input order.
+    ///
+    /// With `apply_policy` false every record is kept: the original system's own policy
+    /// already chose what it audited, and an investigator importing that history expects all
+    /// of it. With it true, today's policy filters the history as it would live events.
     pub fn ingest_imported(
         &mut self,
         imported: Vec<ImportedObservation>,
         settings: &[(&str, &str)],
+        apply_policy: bool,
     ) -> Result<(Vec<ImportOutcome>, Vec<AuditRecord>), PipelineError> {
         self.refresh_policy()?;
         let now = Timestamp::now();
@@ -212,12 +216,17 @@ impl<S: Store> Auditor<S> {
             let logon_type = imp.logon_type.unwrap_or(class.logon_type);
             let external = imp.external.unwrap_or(class.external);
             let record = build_record(imp.observation, logon_type, external, now);
-            match self.policy.decide(
-                &record.mailbox,
-                &record.actor,
-                record.operation,
-                record.logon_type,
-            ) {
+            let decision = if apply_policy {
+                self.policy.decide(
+                    &record.mailbox,
+                    &record.actor,
+                    record.operation,
+                    record.logon_type,
+                )
+            } else {
+                Decision::Record
+            };
+            match decision {
                 Decision::Record => {
                     outcomes.push(ImportOutcome::Stored { seq: 0 });
                     keys.push(source_key_hash(&imp.source_key));

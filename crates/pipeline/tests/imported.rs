@@ -71,7 +71,7 @@ fn keeps_reported_logon_type_and_adds_each_key_once() {
             ),
         ]
     };
-    let (outcomes, stored) = auditor.ingest_imported(batch(), &[]).unwrap();
+    let (outcomes, stored) = auditor.ingest_imported(batch(), &[], true).unwrap();
     assert_eq!(
         outcomes,
         vec![
@@ -86,7 +86,7 @@ fn keeps_reported_logon_type_and_adds_each_key_once() {
     assert_eq!(stored[0].logon_type, LogonType::Admin);
     assert_eq!(stored[0].mailbox, "alice@example.com");
     assert_eq!(stored[1].logon_type, LogonType::Delegate);
-    let (again, stored) = auditor.ingest_imported(batch(), &[]).unwrap();
+    let (again, stored) = auditor.ingest_imported(batch(), &[], true).unwrap();
     assert!(stored.is_empty());
     assert_eq!(
         again,
@@ -100,4 +100,19 @@ fn keeps_reported_logon_type_and_adds_each_key_once() {
         ]
     );
     assert_eq!(auditor.store().size().unwrap(), 2);
+    // Without the policy filter the owner's folder open the source audited is kept too,
+    // and what is already stored still is not stored twice.
+    let (all, stored) = auditor.ingest_imported(batch(), &[], false).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            ImportOutcome::Duplicate,
+            ImportOutcome::Duplicate,
+            ImportOutcome::Stored { seq: 2 },
+            ImportOutcome::Duplicate,
+        ]
+    );
+    assert_eq!(stored[0].operation, Operation::FolderBind);
+    assert_eq!(stored[0].logon_type, LogonType::Owner);
+    assert_eq!(auditor.store().size().unwrap(), 3);
 }
