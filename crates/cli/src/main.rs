@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dovecot;
+mod console_cmd;
 mod datadir;
 mod dovecot;
 mod filters;
@@ -88,6 +89,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Manages the web console's local accounts (admins and auditors).
+    #[command(subcommand)]
+    User(console_cmd::UserCommand),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +157,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Token(cmd) => records_cmd::token(&dir, cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
+        Command::User(cmd) => console_cmd::user(&dir, cmd),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

@@ -38,6 +38,8 @@ pub struct ServeArgs {
     dovecot_log: Option<PathBuf>,
     #[command(flatten)]
     dovecot: crate::dovecot::DovecotArgs,
+    #[command(flatten)]
+    console: crate::console_cmd::ConsoleArgs,
 }
 
 fn fill_demo(dir: &Path, records: u64) -> Result<()> {
@@ -134,7 +136,8 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             dir.display()
         );
         tracing::info!("listening on {local}");
-        let app = mailaudit_server::router(state);
+        let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir));
+        let app = mailaudit_server::router(state).merge(mailaudit_console::router(console));
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,0 +1,86 @@
+//! The web console's wiring: `serve --console-*` flags and `mailaudit user`, which manages
+//! the console's local accounts (admins and auditors; mailbox owners sign in with their
+//! mail credentials instead).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use mailaudit_console::{ConsoleConfig, LocalRole, Users};
+use std::io::BufRead;
+use std::path::Path;
+
+#[derive(Args, Debug, Clone)]
+pub struct ConsoleArgs {
+    /// The IMAP server (host:port, plain IMAP on loopback or a trusted network) that checks
+    /// mailbox owners' passwords when they sign in to the console; without it owners
+    /// cannot sign in.
+    #[arg(long = "console-imap")]
+    pub imap: Option<String>,
+    /// Domain appended to an owner's login name without `@` to name their mailbox
+    /// (`alice` → `alice@DOMAIN`).
+    #[arg(long = "console-mail-domain")]
+    pub mail_domain: Option<String>,
+    /// Marks console cookies Secure: set it when a TLS proxy serves the console.
+    #[arg(long = "console-secure-cookies")]
+    pub secure_cookies: bool,
+}
+
+impl ConsoleArgs {
+    pub fn config(&self, data_dir: &Path) -> ConsoleConfig {
+        let mut c = ConsoleConfig::new(data_dir.to_path_buf());
+        c.imap = self.imap.clone();
+        c.mail_domain = self.mail_domain.clone();
+        c.secure_cookies = self.secure_cookies;
+        c
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Adds a console account (or sets a new password and role); reads the password from
+    /// the first line of standard input.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "auditor"])]
+        role: String,
+    },
+    /// Removes a console account.
+    Remove { name: String },
+    /// Lists console accounts.
+    List,
+}
+
+pub fn user(dir: &Path, cmd: UserCommand) -> Result<i32> {
+    if !crate::datadir::is_initialised(dir) {
+        bail!(
+            "{} is not a mailaudit data directory; run `mailaudit init` first",
+            dir.display()
+        );
+    }
+    let users = Users::open(dir)?;
+    match cmd {
+        UserCommand::Add { name, role } => {
+            let role: LocalRole = role.parse().map_err(anyhow::Error::msg)?;
+            eprintln!("password for {name} (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            users.set(&name, role, password)?;
+            println!("console account {name} ({}) saved", role.as_str());
+        }
+        UserCommand::Remove { name } => {
+            if !users.remove(&name)? {
+                bail!("there is no console account `{name}`");
+            }
+            println!("console account {name} removed");
+        }
+        UserCommand::List => {
+            for (name, role) in users.list()? {
+                println!("{name}\t{}", role.as_str());
+            }
+        }
+    }
+    Ok(0)
+}
