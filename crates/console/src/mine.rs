@@ -11,6 +11,22 @@ use mailaudit_model::Operation;
 use mailaudit_store::{NonOwner, PageRequest, Query};
 use std::fmt::Write;
 
+fn mailbox_operations() -> Vec<Operation> {
+    Operation::ALL
+        .iter()
+        .copied()
+        .filter(|o| !o.is_audit_system())
+        .collect()
+}
+
+static MAILBOX_OPERATIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    mailbox_operations()
+        .iter()
+        .map(|o| o.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+});
+
 /// (anchor id, heading, search, the same search as URL filters)
 type Section = (
     &'static str,
@@ -41,11 +57,17 @@ pub async fn show(State(ctx): State<Ctx>, user: Signed) -> Result<Response, Cons
         (
             "others",
             "Access by someone else",
+            // Mailbox access, not the audit system's own records (the owner's views of
+            // this page are recorded as searches on this mailbox too).
             Query {
                 non_owner: Some(NonOwner::All),
+                operations: mailbox_operations(),
                 ..base.clone()
             },
-            vec![("non_owner", "all")],
+            vec![
+                ("non_owner", "all"),
+                ("operation", MAILBOX_OPERATIONS.as_str()),
+            ],
         ),
         (
             "deletions",

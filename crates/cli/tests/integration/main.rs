@@ -4,6 +4,8 @@
 //! One test binary with a module per area (the ripgrep layout). It lives in
 //! `tests/integration/` so that Cargo does not also build each module as a test crate of its own.
 
+mod browser;
+mod console;
 mod crash;
 mod dovecot;
 mod exports;
