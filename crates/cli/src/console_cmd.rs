@@ -19,6 +19,15 @@ pub struct ConsoleArgs {
     /// (`alice` → `alice@DOMAIN`).
     #[arg(long = "console-mail-domain")]
     pub mail_domain: Option<String>,
+    /// SMTP relay (host:port, plain SMTP) through which the console mails exports.
+    #[arg(long = "console-smtp")]
+    pub smtp: Option<String>,
+    /// Sender address of mailed exports.
+    #[arg(long = "console-mail-from", default_value = "mailaudit@localhost")]
+    pub mail_from: String,
+    /// Largest export attached to a mail, in bytes; a larger one is announced, not sent.
+    #[arg(long = "console-mail-max-bytes", default_value_t = 20 * 1024 * 1024)]
+    pub mail_max_bytes: usize,
     /// Marks console cookies Secure: set it when a TLS proxy serves the console.
     #[arg(long = "console-secure-cookies")]
     pub secure_cookies: bool,
@@ -30,6 +39,14 @@ impl ConsoleArgs {
         c.imap = self.imap.clone();
         c.mail_domain = self.mail_domain.clone();
         c.secure_cookies = self.secure_cookies;
+        c.mail = self
+            .smtp
+            .clone()
+            .map(|relay| mailaudit_console::MailConfig {
+                relay,
+                from: self.mail_from.clone(),
+                max_attachment: self.mail_max_bytes,
+            });
         c
     }
 }

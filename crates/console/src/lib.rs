@@ -12,6 +12,7 @@ mod error;
 mod html;
 mod imap;
 mod login;
+mod mail;
 mod mine;
 mod policy_page;
 mod report;
@@ -21,6 +22,7 @@ mod users;
 
 pub use error::ConsoleError;
 pub use imap::{check_login, ImapError, Login};
+pub use mail::MailConfig;
 pub use session::ConsoleRole;
 pub use users::{LocalRole, Users, UsersError};
 
@@ -49,6 +51,8 @@ pub struct ConsoleConfig {
     pub imap: Option<String>,
     /// Appended to an owner's login name that has no `@` to name their mailbox.
     pub mail_domain: Option<String>,
+    /// The SMTP relay for mailed exports; none: exports are downloads only.
+    pub mail: Option<MailConfig>,
     /// Marks cookies `Secure` (set when serving over TLS).
     pub secure_cookies: bool,
     /// Rows per page of search results.
@@ -65,6 +69,7 @@ impl ConsoleConfig {
             data_dir,
             imap: None,
             mail_domain: None,
+            mail: None,
             secure_cookies: false,
             page_size: 50,
             max_failures: 10,
@@ -119,6 +124,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/console/records/{id}", get(search::record))
         .route("/console/records/{id}/proof", get(search::proof))
         .route("/console/export", get(search::export))
+        .route("/console/export/mail", post(search::mail_export))
         .route("/console/policy", get(policy_page::show))
         .route("/console/policy/mailbox", post(policy_page::post_mailbox))
         .route("/console/policy/bypass", post(policy_page::post_bypass))

@@ -170,9 +170,7 @@ pub async fn show(
         let _ = write!(
             b,
             "<a href=\"{}\">{label}</a> ",
-            esc(&s
-                .link("/console/export", &[("format", f)])
-                .replace("&sort=", "&_sort="))
+            esc(&s.link_without("/console/export", &["sort"], &[("format", f)]))
         );
     }
     b.push_str("</p>");

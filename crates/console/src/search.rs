@@ -47,9 +47,15 @@ impl Search {
     }
 
     pub fn link(&self, path: &str, extra: &[(&str, &str)]) -> String {
+        self.link_without(path, &[], extra)
+    }
+
+    /// A link with these filters, less the `skip` ones (page-only settings), plus `extra`.
+    pub fn link_without(&self, path: &str, skip: &[&str], extra: &[(&str, &str)]) -> String {
         let pairs = self
             .filters
             .iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(extra.iter().copied());
         let q = query_string(pairs);
@@ -383,6 +389,9 @@ pub async fn search(
         );
     }
     body.push_str("</p>");
+    if ctx.config().mail.is_some() {
+        mail_form(&mut body, &s, &user.session.csrf);
+    }
     records_table(&mut body, &result.records, &|_| Vec::new());
     body.push_str("<nav class=\"pager\">");
     if s.page_no > 1 {
@@ -612,8 +621,7 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-pub(crate) fn parse_format(s: &Search, raw: &str) -> Result<Format, ConsoleError> {
-    let _ = s;
+pub(crate) fn parse_format(raw: &str) -> Result<Format, ConsoleError> {
     raw.parse()
         .map_err(|e| ConsoleError::BadRequest(format!("`format`: {e}")))
 }
@@ -695,7 +703,7 @@ pub async fn export(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
     let s = parse_search(&user, raw.as_deref(), 1000, &["format"])?;
-    let format = parse_format(&s, &s.value("format"))?;
+    let format = parse_format(&s.value("format"))?;
     let (q, total) = prepare_export(&ctx, &user, s.query.clone(), format, vec![]).await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let readers = ctx.api.readers.clone();
@@ -737,4 +745,142 @@ pub async fn export(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+fn mail_form(out: &mut String, s: &Search, csrf: &str) {
+    out.push_str("<form class=\"filters mail\" method=\"post\" action=\"/console/export/mail\">");
+    out.push_str(&crate::html::csrf_field(csrf));
+    for (k, v) in &s.filters {
+        let _ = write!(
+            out,
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            esc(k),
+            esc(v)
+        );
+    }
+    out.push_str(
+        "<label>Mail this export to <input name=\"recipients\" type=\"text\" placeholder=\"legal@example.com, …\" required></label>\
+         <label>As <select name=\"format\"><option value=\"exchange-xml\">SearchResult.xml</option>\
+         <option value=\"csv\">CSV</option><option value=\"jsonl\">JSON Lines</option></select></label>\
+         <div class=\"actions\"><button type=\"submit\">Mail export</button></div></form>",
+    );
+}
+
+/// `POST /console/export/mail`: records the export, answers at once, and mails the file
+/// when it is ready.
+pub async fn mail_export(
+    State(ctx): State<Ctx>,
+    user: Signed,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let single: std::collections::HashMap<String, String> =
+        [("csrf".to_string(), get("csrf"))].into_iter().collect();
+    crate::login::check_csrf(&user, &single)?;
+    let Some(mail) = ctx.config().mail.clone() else {
+        return Err(ConsoleError::BadRequest(
+            "mailed exports are not configured (serve --console-smtp)".into(),
+        ));
+    };
+    let recipients = crate::mail::parse_recipients(&get("recipients"))
+        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    if recipients.is_empty() {
+        return Err(ConsoleError::BadRequest(
+            "name at least one recipient".into(),
+        ));
+    }
+    let filters = query_string(
+        pairs
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "csrf" | "recipients"))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let s = parse_search(&user, Some(&filters), 1000, &["format"])?;
+    let format = parse_format(&s.value("format"))?;
+    let to_text = recipients
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (q, total) = prepare_export(
+        &ctx,
+        &user,
+        s.query.clone(),
+        format,
+        vec![param("mailed_to", to_text.clone())],
+    )
+    .await?;
+    let mut criteria = String::new();
+    for (k, v) in s.filters.iter().filter(|(k, _)| k != "format") {
+        let _ = writeln!(criteria, "  {k}: {v}");
+    }
+    if criteria.is_empty() {
+        criteria.push_str("  (none: every record)\n");
+    }
+    if let Some(own) = user.session.role.own_mailbox() {
+        let _ = writeln!(criteria, "  limited to the mailbox of {own}");
+    }
+    let requester = user.actor().name;
+    let readers = ctx.api.readers.clone();
+    tokio::spawn(async move {
+        let built = tokio::task::spawn_blocking(move || {
+            let mut out = ExportWriter::new(format, Vec::new()).map_err(|e| e.to_string())?;
+            write_all(&readers, &q, &mut out)?;
+            out.finish().map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let name = if format == Format::ExchangeXml {
+            "SearchResult.xml".to_string()
+        } else {
+            format!("mailaudit-export.{}", format.file_extension())
+        };
+        let intro = format!(
+            "mailaudit audit log export\n\nRequested by: {requester}\nRecords: {total}\nFormat: {}\nSearch criteria:\n{criteria}",
+            format.as_str()
+        );
+        let (body, attachment) = match built {
+            Ok(bytes) if bytes.len() <= mail.max_attachment => (
+                format!("{intro}\nThe export is attached as {name}.\n"),
+                Some((name, format.content_type().to_string(), bytes)),
+            ),
+            Ok(bytes) => (
+                format!(
+                    "{intro}\nThe export is {} bytes, more than the {} bytes this server attaches; \
+                     it was not sent. Narrow the search or download it from the console.\n",
+                    bytes.len(),
+                    mail.max_attachment
+                ),
+                None,
+            ),
+            Err(e) => (format!("{intro}\nThe export failed: {e}\n"), None),
+        };
+        let outgoing = crate::mail::Outgoing {
+            to: recipients,
+            subject: format!("mailaudit export: {total} records"),
+            body,
+            attachment,
+        };
+        if let Err(e) = crate::mail::send(&mail, outgoing).await {
+            tracing::error!("mailing an export of {total} records failed: {e}");
+        }
+    });
+    let msg = format!(
+        "<p class=\"notice\" role=\"status\" id=\"mailed\">The export of {total} records ({}) will be mailed to {} when it is ready.</p>\
+         <p><a href=\"{}\">Back to the search</a></p>",
+        esc(format.as_str()),
+        esc(&to_text),
+        esc(&s.link_without("/console/search", &["format"], &[]))
+    );
+    render(&ctx, Some(&user.session), "Export mailed", &msg).await
 }

@@ -439,3 +439,158 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
         .iter()
         .all(|r| r["mailbox"].str() == Some("alice@example.com")));
 }
+
+/// A real SMTP server (Python's standard smtpd) on a free loopback port, stopped when
+/// dropped.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        let dir = tempfile::TempDir::new().expect("a mail directory");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/integration/smtp_sink.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the SMTP sink (python3)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout is piped")),
+            &mut line,
+        )
+        .expect("the sink's port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the sink printed {line:?}"));
+        SmtpSink { child, port, dir }
+    }
+
+    fn wait_for_message(&self) -> std::path::PathBuf {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let path = self.dir.path().join("1.eml");
+            if path.exists() {
+                return path;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no mail reached the SMTP sink within a minute");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_mailed_export_reaches_an_smtp_sink_with_the_xml_attached() {
+    let sink = SmtpSink::start();
+    let dir = init_dir();
+    add_user(dir.path(), "ann", "auditor", "ann's long password");
+    let admin = util::token(dir.path(), "admin", "check");
+    let relay = format!("127.0.0.1:{}", sink.port);
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--demo",
+            "--demo-records",
+            "3000",
+            "--console-smtp",
+            &relay,
+            "--console-mail-from",
+            "audit@example.com",
+        ],
+    );
+    let first = &audit_records(&server, &admin, "non_owner=external")[0];
+    let mailbox = first["mailbox"].str().expect("a mailbox").to_string();
+    let expected = audit_records(
+        &server,
+        &admin,
+        &format!("mailbox={}&non_owner=external", enc(&mailbox)),
+    );
+
+    let browser = Browser::start();
+    browser.sign_in(&server.base, "ann", "ann's long password");
+    browser.goto(&server.url(&format!(
+        "/console/search?mailbox={}&non_owner=external",
+        enc(&mailbox)
+    )));
+    browser.type_into(
+        "form.mail input[name=recipients]",
+        "legal@example.com, Counsel <counsel@example.org>",
+    );
+    let send = browser.find("form.mail button[type=submit]");
+    browser.click_and_wait(&send);
+    let text = browser.text();
+    assert!(
+        text.contains(&format!("The export of {} records", expected.len()))
+            && text.contains("legal@example.com"),
+        "{text}"
+    );
+
+    let eml = sink.wait_for_message();
+    let raw = std::fs::read_to_string(&eml).expect("reading the mail");
+    assert!(
+        raw.starts_with("X-Sink-Rcpt: legal@example.com,counsel@example.org"),
+        "{}",
+        &raw[..200.min(raw.len())]
+    );
+    let out = util::run({
+        let mut c = Command::new("python3");
+        c.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/integration/extract_attachment.py"
+        ))
+        .arg(&eml);
+        c
+    })
+    .ok();
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).expect("the summary");
+    assert_eq!(
+        summary["subject"],
+        format!("mailaudit export: {} records", expected.len())
+    );
+    let body = summary["body"].as_str().expect("a body");
+    assert!(body.contains("Requested by: console:ann"), "{body}");
+    assert!(
+        body.contains(&format!("mailbox: {mailbox}")),
+        "the criteria are in the body: {body}"
+    );
+    assert!(body.contains("non_owner: external"), "{body}");
+    let attachments = summary["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 1);
+    assert_eq!(attachments[0]["name"], "SearchResult.xml");
+    assert_eq!(attachments[0]["type"], "application/xml");
+    let xml = attachments[0]["content"].as_str().expect("the XML");
+    let records =
+        mailaudit_export::read_exchange_xml(xml.as_bytes()).expect("well-formed SearchResult.xml");
+    assert_eq!(records.len(), expected.len());
+    for (got, want) in records.iter().zip(&expected) {
+        assert_eq!(got.seq, want["seq"].u64().expect("seq"));
+        assert_eq!(got.mailbox, mailbox);
+        assert!(got.external);
+    }
+    let exports = audit_records(
+        &server,
+        &admin,
+        "operation=AuditLogExport&actor=console:ann",
+    );
+    assert_eq!(exports.len(), 1);
+    assert!(exports[0]
+        .param("mailed_to")
+        .is_some_and(|t| t.contains("counsel@example.org")));
+}
