@@ -2,6 +2,7 @@
 //! their typed errors into messages for people. No audit logic lives here.
 
 mod bench;
+mod bench_console;
 mod bench_dovecot;
 mod console_cmd;
 mod datadir;
@@ -89,6 +90,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Times the web console's pages on generator records (10 million by default).
+    BenchConsole(bench_console::BenchConsoleArgs),
     /// Manages the web console's local accounts (admins and auditors).
     #[command(subcommand)]
     User(console_cmd::UserCommand),
@@ -158,6 +161,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
         Command::User(cmd) => console_cmd::user(&dir, cmd),
+        Command::BenchConsole(args) => bench_console::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

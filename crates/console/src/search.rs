@@ -350,7 +350,7 @@ fn filter_form(out: &mut String, s: &Search, owner: Option<&str>) {
         "search",
         &s.value("text"),
     );
-    out.push_str("<div class=\"actions\"><button type=\"submit\">Search</button> <a href=\"/console/search\">Clear</a></div></form>");
+    out.push_str("<div class=\"actions\"><button type=\"submit\">Search</button> <a href=\"/console/search\">Reset</a></div></form>");
 }
 
 pub async fn search(
@@ -358,6 +358,15 @@ pub async fn search(
     user: Signed,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
+    if raw.as_deref().unwrap_or("").is_empty() && user.session.role.reads_all() {
+        // The default view, as in Exchange's audit log search: the last seven days, put in
+        // the URL so the range is visible. Clearing the date searches everything.
+        let from = Timestamp::now().plus_secs(-7 * 86_400).to_rfc3339();
+        let day = from.get(..10).unwrap_or("");
+        return Ok(
+            axum::response::Redirect::to(&format!("/console/search?from={day}")).into_response(),
+        );
+    }
     let s = parse_search(&user, raw.as_deref(), ctx.config().page_size, &[])?;
     let result = run_search(&ctx, &user, &s.query, &s.page, "search").await?;
     let own = user.session.role.own_mailbox();
