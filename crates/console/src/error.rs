@@ -73,6 +73,7 @@ impl IntoResponse for ConsoleError {
                 title,
                 session: None,
                 bypass: &[],
+                refresh: None,
             },
             &body,
         );

@@ -35,6 +35,8 @@ pub struct Frame<'a> {
     pub session: Option<&'a Session>,
     /// Actors with a bypass association; any makes a warning on every page.
     pub bypass: &'a [String],
+    /// Reload the page every so many seconds (live views; works without JavaScript).
+    pub refresh: Option<u32>,
 }
 
 /// The whole page around `body`.
@@ -45,8 +47,12 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · mailaudit</title>\
-         <link rel=\"stylesheet\" href=\"/console/static/console.css\"></head><body>",
-        esc(frame.title)
+         <link rel=\"stylesheet\" href=\"/console/static/console.css\">{}</head><body>",
+        esc(frame.title),
+        frame
+            .refresh
+            .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
+            .unwrap_or_default()
     );
     out.push_str("<header><a class=\"brand\" href=\"/console/\">mailaudit</a>");
     if let Some(s) = frame.session {
@@ -55,6 +61,8 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
             ("/console/search", "Audit log search", s.role.reads_all()),
             ("/console/report", "Non-owner access", s.role.reads_all()),
             ("/console/timeline", "Account timeline", s.role.reads_all()),
+            ("/console/sessions", "Live sessions", s.role.reads_all()),
+            ("/console/charts", "Charts", s.role.reads_all()),
             (
                 "/console/policy",
                 "Policy",

@@ -8,6 +8,7 @@
 //! through `change_policy`, which records it. Nothing is fetched from the network by the
 //! pages; the style sheet is compiled in. No audit logic lives here.
 
+mod charts;
 mod error;
 mod html;
 mod imap;
@@ -18,6 +19,7 @@ mod policy_page;
 mod report;
 mod search;
 mod session;
+mod sessions;
 mod users;
 
 pub use error::ConsoleError;
@@ -131,6 +133,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/console/mine", get(mine::show))
         .route("/console/report", get(report::show))
         .route("/console/timeline", get(report::timeline))
+        .route("/console/sessions", get(sessions::show))
+        .route("/console/charts", get(charts::show))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(ctx)
 }
@@ -259,12 +263,23 @@ pub(crate) async fn render(
     title: &str,
     body: &str,
 ) -> Result<Response, ConsoleError> {
+    render_with(ctx, session, title, body, None).await
+}
+
+pub(crate) async fn render_with(
+    ctx: &Ctx,
+    session: Option<&Session>,
+    title: &str,
+    body: &str,
+    refresh: Option<u32>,
+) -> Result<Response, ConsoleError> {
     let bypass = bypasses(ctx).await?;
     Ok(html(html::page(
         &html::Frame {
             title,
             session,
             bypass: &bypass,
+            refresh,
         },
         body,
     )))

@@ -63,6 +63,7 @@ fn login_page(ctx: &Ctx, status: StatusCode, message: Option<&str>, name: &str) 
             title: "Sign in",
             session: None,
             bypass: &[],
+            refresh: None,
         },
         &body,
     );

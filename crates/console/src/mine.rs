@@ -11,16 +11,8 @@ use mailaudit_model::Operation;
 use mailaudit_store::{NonOwner, PageRequest, Query};
 use std::fmt::Write;
 
-fn mailbox_operations() -> Vec<Operation> {
-    Operation::ALL
-        .iter()
-        .copied()
-        .filter(|o| !o.is_audit_system())
-        .collect()
-}
-
 static MAILBOX_OPERATIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    mailbox_operations()
+    crate::search::mailbox_operations()
         .iter()
         .map(|o| o.as_str())
         .collect::<Vec<_>>()
@@ -61,7 +53,7 @@ pub async fn show(State(ctx): State<Ctx>, user: Signed) -> Result<Response, Cons
             // this page are recorded as searches on this mailbox too).
             Query {
                 non_owner: Some(NonOwner::All),
-                operations: mailbox_operations(),
+                operations: crate::search::mailbox_operations(),
                 ..base.clone()
             },
             vec![

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
 
 /// Every record of `q`, newest first.
-async fn all_records(ctx: &Ctx, q: &Query) -> Result<Vec<AuditRecord>, ConsoleError> {
+pub(crate) async fn all_records(ctx: &Ctx, q: &Query) -> Result<Vec<AuditRecord>, ConsoleError> {
     let readers = ctx.api.readers.clone();
     let q = q.clone();
     tokio::task::spawn_blocking(move || {
@@ -37,7 +37,7 @@ async fn all_records(ctx: &Ctx, q: &Query) -> Result<Vec<AuditRecord>, ConsoleEr
     .map_err(ConsoleError::from)
 }
 
-async fn record_view(
+pub(crate) async fn record_view(
     ctx: &Ctx,
     user: &Signed,
     q: &Query,
@@ -108,7 +108,10 @@ pub async fn show(
     {
         raw.push_str("&non_owner=all");
     }
-    let s = parse_search(&user, Some(&raw), 1000, &["sort"])?;
+    let mut s = parse_search(&user, Some(&raw), 1000, &["sort"])?;
+    if s.query.operations.is_empty() {
+        s.query.operations = crate::search::mailbox_operations();
+    }
     let records = all_records(&ctx, &s.query).await?;
     record_view(&ctx, &user, &s.query, "non-owner-report", records.len()).await?;
     let mut groups: BTreeMap<(String, String, String), Row> = BTreeMap::new();

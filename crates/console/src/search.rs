@@ -182,6 +182,17 @@ pub(crate) async fn run_search(
     Ok(result)
 }
 
+/// Every operation on a mailbox, leaving out the audit system's own (searches, exports,
+/// policy changes), which are recorded as Admin actions and would otherwise count as
+/// non-owner access to the mailbox searched.
+pub(crate) fn mailbox_operations() -> Vec<Operation> {
+    Operation::ALL
+        .iter()
+        .copied()
+        .filter(|o| !o.is_audit_system())
+        .collect()
+}
+
 pub(crate) fn short_time(t: Timestamp) -> String {
     let s = t.to_rfc3339();
     // 2026-11-24T10:00:00.000000Z → 2026-11-24 10:00:00

@@ -269,6 +269,13 @@ impl Browser {
         );
     }
 
+    pub fn element_text(&self, element: &str) -> String {
+        self.cmd("GET", &format!("/element/{element}/text"), None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     pub fn attr(&self, element: &str, name: &str) -> String {
         self.cmd("GET", &format!("/element/{element}/attribute/{name}"), None)
             .as_str()

@@ -355,6 +355,7 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
     let mut dovecot = Dovecot::prepare();
     dovecot.start(None);
     let dir = init_dir();
+    add_user(dir.path(), "ann", "auditor", "ann's long password");
     let admin = util::token(dir.path(), "admin", "check");
     let imap = format!("127.0.0.1:{}", dovecot.imap);
     let server = Server::start(
@@ -438,6 +439,57 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
     assert!(views
         .iter()
         .all(|r| r["mailbox"].str() == Some("alice@example.com")));
+
+    // An auditor sees alice connected now (signed in, not signed out), and the charts.
+    browser.goto(&server.url("/console/mine"));
+    let out = browser.find("form.signout button");
+    browser.click_and_wait(&out);
+    browser.sign_in(&server.base, "ann", "ann's long password");
+    browser.goto(&server.url("/console/sessions"));
+    let connected = browser.attr(&browser.find("#connected"), "data-count");
+    assert_eq!(connected, "1");
+    let rows = table_rows(&browser, "#sessions");
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    let cells: Vec<&str> = [0, 1, 2, 4, 5, 7, 8]
+        .iter()
+        .map(|i| row[*i].as_str())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "alice@example.com",
+            "alice@example.com",
+            "Owner",
+            "192.0.2.7",
+            "Thunderbird",
+            "INBOX",
+            "Succeeded"
+        ],
+        "{row:?}"
+    );
+    assert!(
+        browser.source().contains("http-equiv=\"refresh\""),
+        "the page updates itself"
+    );
+    screenshot(&browser, "live-sessions");
+    browser.goto(&server.url("/console/charts"));
+    let count = |id: &str| browser.element_text(&browser.find(id));
+    assert_eq!(
+        count("#non-owner-total"),
+        "3",
+        "bob twice in alice's mailbox, carol once in bob's"
+    );
+    assert_eq!(count("#login-total"), "1");
+    let bars = browser.exec(
+        "return document.querySelectorAll('svg.chart rect').length",
+        serde_json::json!([]),
+    );
+    assert!(bars.as_u64().unwrap_or(0) >= 3, "bars are drawn: {bars}");
+    assert!(browser
+        .source()
+        .contains("<title>alice@example.com Delegate: 2</title>"));
+    screenshot(&browser, "charts");
 }
 
 /// A real SMTP server (Python's standard smtpd) on a free loopback port, stopped when
