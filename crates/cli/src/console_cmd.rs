@@ -28,7 +28,14 @@ pub struct ConsoleArgs {
     /// Largest export attached to a mail, in bytes; a larger one is announced, not sent.
     #[arg(long = "console-mail-max-bytes", default_value_t = 20 * 1024 * 1024)]
     pub mail_max_bytes: usize,
-    /// Marks console cookies Secure: set it when a TLS proxy serves the console.
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Marks console cookies Secure: set it when a TLS proxy serves the console (implied by
+    /// --tls-cert).
     #[arg(long = "console-secure-cookies")]
     pub secure_cookies: bool,
 }
@@ -38,7 +45,7 @@ impl ConsoleArgs {
         let mut c = ConsoleConfig::new(data_dir.to_path_buf());
         c.imap = self.imap.clone();
         c.mail_domain = self.mail_domain.clone();
-        c.secure_cookies = self.secure_cookies;
+        c.secure_cookies = self.secure_cookies || self.tls_cert.is_some();
         c.mail = self
             .smtp
             .clone()

@@ -11,6 +11,7 @@ mod filters;
 mod policy_cmd;
 mod records_cmd;
 mod serve;
+mod tls;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

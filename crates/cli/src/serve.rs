@@ -130,20 +130,33 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
                 registry.clone(),
             ));
         }
+        let tls = match (&args.console.tls_cert, &args.console.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         // Tests and scripts wait for this line.
         println!(
-            "mailaudit listening on http://{local} (data dir {})",
+            "mailaudit listening on {}://{local} (data dir {})",
+            if tls.is_some() { "https" } else { "http" },
             dir.display()
         );
         tracing::info!("listening on {local}");
         let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir));
         let app = mailaudit_server::router(state).merge(mailaudit_console::router(console));
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown())
-        .await
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        match tls {
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+                axum::serve(axum::serve::ListenerExt::tap_io(listener, |_| {}), app)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+            }
+        }
         .context("serving HTTP")?;
         match writer.checkpoint().await {
             Ok(cp) => tracing::info!("final checkpoint at size {}", cp.size),

@@ -646,3 +646,148 @@ fn a_mailed_export_reaches_an_smtp_sink_with_the_xml_attached() {
         .param("mailed_to")
         .is_some_and(|t| t.contains("counsel@example.org")));
 }
+
+/// `curl ARGS` against a server with a self-signed certificate, trusting only that
+/// certificate.
+fn curl(cert: &Path, args: &[&str]) -> String {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-i", "--max-time", "60", "--cacert"])
+        .arg(cert)
+        .args(args);
+    let out = util::run(c);
+    assert_eq!(out.code, 0, "curl {args:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn the_console_is_served_over_tls_with_secure_cookies() {
+    let tmp = tempfile::TempDir::new().expect("a directory");
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let mut gen = Command::new("openssl");
+    gen.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+    ])
+    .args([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+    ])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    util::run(gen).ok();
+    let dir = init_dir();
+    add_user(dir.path(), "ann", "auditor", "ann's long password");
+    let admin = util::token(dir.path(), "admin", "check");
+    let mut child = Command::new(util::bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting mailaudit serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let _guard = Kill(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("a line");
+    let base = line
+        .strip_prefix("mailaudit listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let jar = tmp.path().join("jar");
+    let jar = jar.to_str().expect("a UTF-8 path");
+
+    let form = curl(&cert, &["-c", jar, &format!("{base}/console/login")]);
+    assert!(form.starts_with("HTTP/1.1 200"), "{form}");
+    assert!(
+        form.lines().any(
+            |l| l.to_lowercase().starts_with("set-cookie: mailaudit_login=")
+                && l.contains("; Secure")
+        ),
+        "{form}"
+    );
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a CSRF token");
+    let signed = curl(
+        &cert,
+        &[
+            "-b",
+            jar,
+            "-c",
+            jar,
+            "--data",
+            &format!("csrf={csrf}&username=ann&password=ann%27s+long+password"),
+            &format!("{base}/console/login"),
+        ],
+    );
+    assert!(signed.starts_with("HTTP/1.1 303"), "{signed}");
+    let session = signed
+        .lines()
+        .find(|l| {
+            l.to_lowercase()
+                .starts_with("set-cookie: mailaudit_console=")
+        })
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(session.contains(attr), "{session} lacks {attr}");
+    }
+    let page = curl(&cert, &["-b", jar, &format!("{base}/console/search?from=")]);
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("records match"),
+        "{page}"
+    );
+    // Plain HTTP to the TLS port gets no page.
+    let plain = util::run({
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "--max-time",
+            "10",
+            &base.replace("https://", "http://"),
+        ]);
+        c
+    });
+    assert!(!plain.stdout.contains("mailaudit"), "{}", plain.stdout);
+
+    let records = curl(
+        &cert,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            &format!("{base}/api/v1/records?actor=console:ann"),
+        ],
+    );
+    let body = records.split("\r\n\r\n").nth(1).expect("a body");
+    let json = Json::parse(body).expect("JSON");
+    let r = &json["records"][0];
+    assert_eq!(r["operation"].str(), Some("AuditLogSearch"));
+    assert_eq!(r["client"]["protocol"].str(), Some("https"));
+    assert_eq!(r["client"]["tls"], Json::Bool(true));
+}
