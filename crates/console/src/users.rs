@@ -65,6 +65,16 @@ impl Users {
             source,
         };
         let conn = Connection::open(&path).map_err(db)?;
+        // Password hashes are for this process alone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    UsersError::Invalid(format!("restricting {} to its owner: {e}", path.display()))
+                },
+            )?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
                 name TEXT PRIMARY KEY NOT NULL,
@@ -207,6 +217,15 @@ mod tests {
         users
             .set("Ann", LocalRole::Auditor, "correct horse battery")
             .expect("set");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("console.db"))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert_eq!(
             users.check("ann", "correct horse battery").expect("check"),
             Some(LocalRole::Auditor)
