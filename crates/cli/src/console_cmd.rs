@@ -108,3 +108,14 @@ pub fn user(dir: &Path, cmd: UserCommand) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// `serve --demo`: a console admin with a fresh random password, printed once, so the
+/// console can be looked at straight away.
+pub fn demo_account(dir: &Path) -> Result<()> {
+    let mut bytes = [0u8; 9];
+    getrandom::getrandom(&mut bytes).context("reading randomness")?;
+    let password = hex::encode(bytes);
+    Users::open(dir)?.set("demo-admin", LocalRole::Admin, &password)?;
+    eprintln!("demo console sign-in (/console/): demo-admin / {password}");
+    Ok(())
+}

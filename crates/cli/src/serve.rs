@@ -85,6 +85,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             Role::Admin,
         )?;
         eprintln!("demo admin token (shown once): {token}");
+        crate::console_cmd::demo_account(dir)?;
     }
     let auditor = datadir::open_auditor(dir)?;
     let writer = WriterHandle::spawn(auditor, WriterConfig::default());

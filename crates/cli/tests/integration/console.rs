@@ -258,6 +258,28 @@ fn auditor_searches_non_owner_access_opens_a_record_and_downloads_csv_and_xml() 
         "{text}"
     );
     assert!(!browser.source().contains("policy-form"));
+
+    // `serve --demo` prints a console admin's password once; it signs in and may see the policy.
+    let log = server.log();
+    let password = log
+        .lines()
+        .find_map(|l| {
+            l.split("demo console sign-in (/console/): demo-admin / ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("no demo console account in the log:\n{log}"))
+        .trim()
+        .to_string();
+    browser.goto(&server.url("/console/search?from="));
+    let out = browser.find("form.signout button");
+    browser.click_and_wait(&out);
+    browser.sign_in(&server.base, "demo-admin", &password);
+    browser.goto(&server.url("/console/policy"));
+    assert!(
+        browser.source().contains("policy-form"),
+        "{}",
+        browser.text()
+    );
 }
 
 #[test]
