@@ -400,6 +400,8 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
         Obs::new("MailboxLogin", "alice@example.com", "alice@example.com"),
         Obs::new("MessageBind", "alice@example.com", "bob@example.com").subject("Salary review"),
         Obs::new("HardDelete", "alice@example.com", "bob@example.com").subject("Old minutes"),
+        Obs::new("MessageBind", "alice@example.com", "bob@example.com")
+            .subject("<img src=x id=injected onerror=alert(1)>"),
         Obs::new("MessageBind", "bob@example.com", "carol@example.com").subject("Bob's secret"),
     ];
     let r = post_observations(&server, &admin, &util::ndjson(&obs));
@@ -430,7 +432,19 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
     );
     assert!(!text.contains("Bob's secret"), "{text}");
     let others = table_rows(&browser, "#others table.records");
-    assert_eq!(others.len(), 2, "{others:?}");
+    assert_eq!(others.len(), 3, "{others:?}");
+    // A subject is text, never markup: shown as typed, no element made of it.
+    assert!(
+        others
+            .iter()
+            .any(|r| r[8] == "<img src=x id=injected onerror=alert(1)>"),
+        "{others:?}"
+    );
+    let injected = browser.exec(
+        "return document.querySelectorAll('#injected, img').length",
+        serde_json::json!([]),
+    );
+    assert_eq!(injected, serde_json::json!(0));
     assert!(others
         .iter()
         .all(|r| r[3] == "alice@example.com" && r[4] == "bob@example.com"));
@@ -506,8 +520,8 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
     let count = |id: &str| browser.element_text(&browser.find(id));
     assert_eq!(
         count("#non-owner-total"),
-        "3",
-        "bob twice in alice's mailbox, carol once in bob's"
+        "4",
+        "bob three times in alice's mailbox, carol once in bob's"
     );
     assert_eq!(count("#login-total"), "1");
     let bars = browser.exec(
@@ -517,7 +531,7 @@ fn an_owner_signs_in_with_imap_credentials_and_sees_only_their_mailbox() {
     assert!(bars.as_u64().unwrap_or(0) >= 3, "bars are drawn: {bars}");
     assert!(browser
         .source()
-        .contains("<title>alice@example.com Delegate: 2</title>"));
+        .contains("<title>alice@example.com Delegate: 3</title>"));
     screenshot(&browser, "charts");
 }
 
