@@ -24,6 +24,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # A real headless Chromium for the web console's end-to-end tests (driven over WebDriver).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# openssl makes the throwaway certificates of the console's TLS and IMAPS tests.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

@@ -4,17 +4,26 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use mailaudit_console::{ConsoleConfig, LocalRole, Users};
+use mailaudit_console::{ConsoleConfig, ImapServer, LocalRole, Users};
 use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Args, Debug, Clone)]
 pub struct ConsoleArgs {
-    /// The IMAP server (host:port, plain IMAP on loopback or a trusted network) that checks
-    /// mailbox owners' passwords when they sign in to the console; without it owners
-    /// cannot sign in.
+    /// The IMAP server (host:port) that checks mailbox owners' passwords when they sign in
+    /// to the console; without it owners cannot sign in. Plain IMAP unless
+    /// --console-imap-tls: then only on loopback or a trusted network.
     #[arg(long = "console-imap")]
     pub imap: Option<String>,
+    /// Speak IMAPS (implicit TLS, usually port 993) to --console-imap.
+    #[arg(long = "console-imap-tls", requires = "imap")]
+    pub imap_tls: bool,
+    /// CA certificates (PEM) that may vouch for the IMAPS server.
+    #[arg(
+        long = "console-imap-ca",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    pub imap_ca: std::path::PathBuf,
     /// Domain appended to an owner's login name without `@` to name their mailbox
     /// (`alice` → `alice@DOMAIN`).
     #[arg(long = "console-mail-domain")]
@@ -41,9 +50,13 @@ pub struct ConsoleArgs {
 }
 
 impl ConsoleArgs {
-    pub fn config(&self, data_dir: &Path) -> ConsoleConfig {
+    pub fn config(&self, data_dir: &Path) -> Result<ConsoleConfig> {
         let mut c = ConsoleConfig::new(data_dir.to_path_buf());
-        c.imap = self.imap.clone();
+        c.imap = match &self.imap {
+            Some(a) if self.imap_tls => Some(ImapServer::tls(a.clone(), &self.imap_ca)?),
+            Some(a) => Some(ImapServer::plain(a.clone())),
+            None => None,
+        };
         c.mail_domain = self.mail_domain.clone();
         c.secure_cookies = self.secure_cookies || self.tls_cert.is_some();
         c.mail = self
@@ -54,7 +67,7 @@ impl ConsoleArgs {
                 from: self.mail_from.clone(),
                 max_attachment: self.mail_max_bytes,
             });
-        c
+        Ok(c)
     }
 }
 

@@ -142,7 +142,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             dir.display()
         );
         tracing::info!("listening on {local}");
-        let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir));
+        let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir)?);
         let app = mailaudit_server::router(state).merge(mailaudit_console::router(console));
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         match tls {

@@ -23,7 +23,7 @@ mod sessions;
 mod users;
 
 pub use error::ConsoleError;
-pub use imap::{check_login, ImapError, Login};
+pub use imap::{check_login, ImapError, ImapServer, Login};
 pub use mail::MailConfig;
 pub use session::ConsoleRole;
 pub use users::{LocalRole, Users, UsersError};
@@ -48,9 +48,8 @@ use std::time::Duration;
 pub struct ConsoleConfig {
     /// The data directory, which holds `console.db` (local accounts).
     pub data_dir: PathBuf,
-    /// `host:port` of the IMAP server that checks mailbox owners' passwords; none: owners
-    /// cannot sign in.
-    pub imap: Option<String>,
+    /// The IMAP server that checks mailbox owners' passwords; none: owners cannot sign in.
+    pub imap: Option<ImapServer>,
     /// Appended to an owner's login name that has no `@` to name their mailbox.
     pub mail_domain: Option<String>,
     /// The SMTP relay for mailed exports; none: exports are downloads only.
