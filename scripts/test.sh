@@ -21,7 +21,10 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -x /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
 [ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/managesieve ] || missing+=(dovecot-managesieved)
-# openssl makes the certificates of the syslog-over-TLS test (its listener is python3's ssl).
+# A real headless Chromium for the web console's end-to-end tests (driven over WebDriver).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# openssl makes the throwaway certificates of the TLS tests (console, IMAPS, syslog over TLS).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -3,8 +3,10 @@
 
 mod bench;
 mod bench_alerts;
+mod bench_console;
 mod bench_dovecot;
 mod bench_import;
+mod console_cmd;
 mod datadir;
 mod dovecot;
 mod filters;
@@ -14,6 +16,7 @@ mod policy_cmd;
 mod preset_cmd;
 mod records_cmd;
 mod serve;
+mod tls;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -103,6 +106,11 @@ enum Command {
         #[arg(long)]
         mailbox: Option<String>,
     },
+    /// Times the web console's pages on generator records (10 million by default).
+    BenchConsole(bench_console::BenchConsoleArgs),
+    /// Manages the web console's local accounts (admins and auditors).
+    #[command(subcommand)]
+    User(console_cmd::UserCommand),
 }
 
 #[derive(Subcommand)]
@@ -171,6 +179,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
         Command::BenchAlerts(args) => bench_alerts::run(args),
+        Command::User(cmd) => console_cmd::user(&dir, cmd),
+        Command::BenchConsole(args) => bench_console::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

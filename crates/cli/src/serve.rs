@@ -40,6 +40,8 @@ pub struct ServeArgs {
     dovecot: crate::dovecot::DovecotArgs,
     #[command(flatten)]
     outputs: crate::outputs::OutputsArgs,
+    #[command(flatten)]
+    console: crate::console_cmd::ConsoleArgs,
 }
 
 fn fill_demo(dir: &Path, records: u64) -> Result<()> {
@@ -85,6 +87,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             Role::Admin,
         )?;
         eprintln!("demo admin token (shown once): {token}");
+        crate::console_cmd::demo_account(dir)?;
     }
     let auditor = datadir::open_auditor(dir)?;
     let writer = WriterHandle::spawn(auditor, WriterConfig::default());
@@ -132,20 +135,35 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
                     registry.clone(),
                 ));
             }
+            let tls = match (&args.console.tls_cert, &args.console.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+                _ => None,
+            };
             // Tests and scripts wait for this line.
             println!(
-                "mailaudit listening on http://{local} (data dir {})",
+                "mailaudit listening on {}://{local} (data dir {})",
+                if tls.is_some() { "https" } else { "http" },
                 dir.display()
             );
             tracing::info!("listening on {local}");
             outputs.listen(&writer);
+            let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir)?);
             let app = outputs.router(mailaudit_server::router(state.clone()), state);
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown())
-            .await
+            let app = app.merge(mailaudit_console::router(console));
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            match tls {
+                Some(acceptor) => {
+                    let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+                    axum::serve(axum::serve::ListenerExt::tap_io(listener, |_| {}), app)
+                        .with_graceful_shutdown(shutdown())
+                        .await
+                }
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown())
+                        .await
+                }
+            }
             .context("serving HTTP")?;
             match writer.checkpoint().await {
                 Ok(cp) => tracing::info!("final checkpoint at size {}", cp.size),

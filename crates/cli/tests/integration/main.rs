@@ -5,6 +5,8 @@
 //! `tests/integration/` so that Cargo does not also build each module as a test crate of its own.
 
 mod alerts;
+mod browser;
+mod console;
 mod crash;
 mod dovecot;
 mod exports;
