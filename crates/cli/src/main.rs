@@ -6,6 +6,7 @@ mod bench_dovecot;
 mod datadir;
 mod dovecot;
 mod filters;
+mod milter;
 mod policy_cmd;
 mod records_cmd;
 mod serve;
@@ -88,6 +89,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Audits sending through the MTA's milter protocol (Postfix smtpd_milters): Send, SendAs,
+    /// SendOnBehalf, and logins over an hourly limit. See docs/postfix.md.
+    Milter(milter::MilterArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +157,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Token(cmd) => records_cmd::token(&dir, cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
+        Command::Milter(args) => milter::run(&dir, args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }
