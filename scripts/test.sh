@@ -21,6 +21,10 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -x /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
 [ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/managesieve ] || missing+=(dovecot-managesieved)
+# A real Postfix and swaks for the milter's end-to-end tests (they start their own Postfix
+# instance with `postfix -c DIR`, on loopback ports, in a temporary directory).
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

@@ -11,13 +11,13 @@
 
 use crate::datadir;
 use anyhow::{bail, Context, Result};
+use bytes::{BufMut, BytesMut};
 use clap::{Args, ValueEnum};
 use mailaudit_model::Timestamp;
 use mailaudit_pipeline::{WriterConfig, WriterHandle};
 use mailaudit_source_milter::{
     AddressBook, Answer, Classifier, Counters, MilterConfig, Submission, Verdict,
 };
-use bytes::{BufMut, BytesMut};
 use miltr_common::{
     actions::{Continue, Replycode},
     decoding::ClientCommand,
@@ -136,7 +136,8 @@ impl AuditMilter {
             // Not mailbox activity (a relay attempt Postfix refused, inbound mail cut off).
             self.in_transaction = false;
             tracing::debug!("{}: unauthenticated transaction ended", self.describe());
-            self.shared.with_counters(|c| c.ignored_unauthenticated += 1);
+            self.shared
+                .with_counters(|c| c.ignored_unauthenticated += 1);
         } else if self.in_transaction {
             self.in_transaction = false;
             tracing::info!(
@@ -151,7 +152,7 @@ impl AuditMilter {
 
 fn rate_reply() -> Replycode {
     Replycode::new(
-        [b'4', b'5', b'1'],
+        [4, 5, 1],
         [4, 7, 1],
         "Too many messages from this login in the last hour; try again later",
     )
@@ -159,7 +160,7 @@ fn rate_reply() -> Replycode {
 
 fn store_failure_reply() -> Replycode {
     Replycode::new(
-        [b'4', b'5', b'1'],
+        [4, 5, 1],
         [4, 3, 0],
         "The audit log cannot record this message now; try again later",
     )
@@ -428,7 +429,10 @@ fn parse_listen(s: &str) -> Result<Listen> {
     } else {
         addr.to_string()
     };
-    if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
         bail!("--listen {s}: expected inet:HOST:PORT or unix:/path");
     }
     Ok(Listen::Inet(addr))
@@ -596,9 +600,13 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert!(matches!(parse_listen("inet:127.0.0.1:8891").unwrap(), Listen::Inet(a) if a == "127.0.0.1:8891"));
+        assert!(
+            matches!(parse_listen("inet:127.0.0.1:8891").unwrap(), Listen::Inet(a) if a == "127.0.0.1:8891")
+        );
         assert!(matches!(parse_listen("8891").unwrap(), Listen::Inet(a) if a == "127.0.0.1:8891"));
-        assert!(matches!(parse_listen("unix:/run/m.sock").unwrap(), Listen::Unix(p) if p == Path::new("/run/m.sock")));
+        assert!(
+            matches!(parse_listen("unix:/run/m.sock").unwrap(), Listen::Unix(p) if p == Path::new("/run/m.sock"))
+        );
         for bad in ["unix:", "inet:localhost", "inet:host:port"] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }

@@ -9,6 +9,7 @@ mod dovecot;
 mod exports;
 mod import;
 mod ingest_errors;
+mod milter;
 mod policy_live;
 mod tamper;
 mod tour;

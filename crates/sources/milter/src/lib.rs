@@ -198,6 +198,14 @@ struct Headers {
     message_id: Option<String>,
 }
 
+/// An address to classify by: something@somewhere, with no bytes that failed to decode
+/// (U+FFFD) and no spaces. Anything else is not an address anyone owns.
+fn is_address(a: &str) -> bool {
+    a.split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !a.contains(['\u{fffd}', ' ', '\t'])
+}
+
 fn parse_headers(fields: &[(String, String)]) -> Headers {
     let mut block = String::new();
     for (name, value) in fields {
@@ -228,7 +236,7 @@ fn parse_headers(fields: &[(String, String)]) -> Headers {
                 a.iter()
                     .filter_map(|addr| addr.address())
                     .map(normalise_address)
-                    .filter(|a| a.contains('@'))
+                    .filter(|a| is_address(a))
                     .collect()
             })
             .unwrap_or_default();
@@ -247,7 +255,7 @@ fn parse_headers(fields: &[(String, String)]) -> Headers {
         .and_then(|a| a.first())
         .and_then(|a| a.address())
         .map(normalise_address)
-        .filter(|a| a.contains('@'));
+        .filter(|a| is_address(a));
     out.subject = message.subject().map(|s| s.trim().to_string());
     out.message_id = message.message_id().map(|m| {
         format!(
@@ -315,7 +323,7 @@ impl Classifier {
             .envelope_from
             .as_deref()
             .map(normalise_address)
-            .filter(|a| a.contains('@'));
+            .filter(|a| is_address(a));
         // The address the message claims to be from: the first the login does not own, so
         // that a second From: cannot hide a SendAs behind the sender's own address.
         let from: Option<String> = match headers.from.iter().find(|a| !owns(a)) {
@@ -338,6 +346,8 @@ impl Classifier {
 
         let (operation, mailbox) = match &from {
             None => (Operation::Send, actor.clone()),
+            // A bare login (`alice`) learns its full address from the From it owns.
+            Some(f) if owns(f) && !actor.contains('@') => (Operation::Send, self.book.owner_of(f)),
             Some(f) if owns(f) => (Operation::Send, actor.clone()),
             Some(f) => {
                 let owner = self.book.owner_of(f);
@@ -348,10 +358,16 @@ impl Classifier {
             }
         };
         let mailbox = clip(&mailbox, MAX_FIELD);
+        let window_key = login.to_lowercase();
+        let actor = if operation == Operation::Send {
+            mailbox.clone()
+        } else {
+            actor
+        };
 
         // The rate rule: count this login's accepted messages in the last hour.
         let limit = self.limit_for(&login, &actor);
-        let window = self.windows.entry(actor.clone()).or_default();
+        let window = self.windows.entry(window_key).or_default();
         let since = now.plus_secs(-HOUR_SECS);
         while window.front().is_some_and(|t| *t <= since) {
             window.pop_front();

@@ -231,6 +231,12 @@ fn malformed_headers_make_clear_records() {
         ),
         (&[("From", "")], Operation::Send, BOB, "without an address"),
         (
+            &[("From", "\u{fffd}\u{fffd} <\u{fffd}@example.org>")],
+            Operation::Send,
+            BOB,
+            "without an address",
+        ),
+        (
             &[("From", "undisclosed-recipients:;")],
             Operation::Send,
             BOB,
@@ -350,7 +356,12 @@ fn enforced_rate_defers_and_deferred_messages_do_not_count() {
         default_per_hour: 2,
         ..RateConfig::default()
     };
-    let mut c = Classifier::new(AddressBook::default(), rate, true);
+    let mut c = Classifier::new(AddressBook::default(), rate.clone(), true);
+    // A bare login without a configured domain learns its address from its own From.
+    let bare = sub(Some("alice"), &[("From", ALICE)]);
+    let (o, _) = record(&mut c, &bare, t(0));
+    assert_eq!((o.mailbox.as_str(), o.actor.as_str()), (ALICE, ALICE));
+    let mut c = Classifier::new(AddressBook::default(), rate.clone(), true);
     let alice = sub(Some(ALICE), &[("From", ALICE)]);
     let answers: Vec<Answer> = (0..4).map(|i| record(&mut c, &alice, t(i)).1).collect();
     assert_eq!(
