@@ -1003,7 +1003,7 @@ fn milter_records_sends_through_a_real_postfix_field_by_field() {
 }
 
 #[test]
-fn enforced_rate_defers_and_a_stopped_milter_defers_by_milter_default_action() {
+fn enforced_rate_a_store_failure_and_a_stopped_milter_all_defer_the_message() {
     let mut stack = Stack::start("", &["--enforce-rate", "--rate-per-hour", "2"]);
     let send = |stack: &Stack, i: u32| {
         stack.swaks(&[
@@ -1067,9 +1067,56 @@ fn enforced_rate_defers_and_a_stopped_milter_defers_by_milter_default_action() {
         }
     }
     assert_eq!(records.len(), 3, "{records:?}");
+
+    // The store cannot take the record (another process holds the write lock past the
+    // store's 30 s busy timeout): the default --on-store-failure tempfail defers the message
+    // rather than let it go unaudited. Once the store is back, bob's next message is recorded.
+    let bob = |stack: &Stack, id: &str| {
+        stack.swaks(&[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "bob",
+            "--auth-password",
+            "bobpw",
+            "--from",
+            BOB,
+            "--to",
+            "dave@example.net",
+            "--header",
+            &format!("Message-Id: <{id}@test>"),
+        ])
+    };
+    let lock = open_db(stack.data.path());
+    lock.execute_batch("BEGIN EXCLUSIVE")
+        .expect("taking the write lock");
+    let refused = bob(&stack, "locked");
+    lock.execute_batch("ROLLBACK").expect("releasing the lock");
+    drop(lock);
+    assert!(
+        queue_id(&refused.stdout).is_none()
+            && refused
+                .stdout
+                .contains("451 4.3.0 The audit log cannot record this message now"),
+        "a message whose record cannot be stored should be deferred:\n{}{}",
+        refused.all(),
+        stack.context()
+    );
+    let after = bob(&stack, "unlocked");
+    assert!(queue_id(&after.stdout).is_some(), "{}", after.all());
+    let records = stack.records();
+    assert!(by_message_id(&records, "<locked@test>").is_empty());
+    assert_eq!(by_message_id(&records, "<unlocked@test>").len(), 1);
+    assert_eq!(records.len(), 4, "{records:?}");
+
     let log = stack.stop_milter();
     assert_eq!(counter(&log, "deferred_by_rate"), 1, "{log}");
     assert_eq!(counter(&log, "over_rate"), 1, "{log}");
+    assert_eq!(counter(&log, "store_failures"), 1, "{log}");
+    assert!(
+        log.contains("the audit record could not be stored"),
+        "{log}"
+    );
 
     // The milter is down: Postfix applies milter_default_action = tempfail. The mail waits
     // (the client is told to retry); it is neither sent unaudited nor recorded.
@@ -1086,5 +1133,5 @@ fn enforced_rate_defers_and_a_stopped_milter_defers_by_milter_default_action() {
         "Postfix should apply milter_default_action = tempfail:\n{}",
         stack.postfix.maillog()
     );
-    assert_eq!(stack.records().len(), 3);
+    assert_eq!(stack.records().len(), 4);
 }
