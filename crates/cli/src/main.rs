@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dovecot;
+mod bench_milter;
 mod datadir;
 mod dovecot;
 mod filters;
@@ -92,6 +93,8 @@ enum Command {
     /// Audits sending through the MTA's milter protocol (Postfix smtpd_milters): Send, SendAs,
     /// SendOnBehalf, and logins over an hourly limit. See docs/postfix.md.
     Milter(milter::MilterArgs),
+    /// Measures messages per second through a real Postfix with the milter against without it.
+    BenchMilter(bench_milter::BenchMilterArgs),
 }
 
 #[derive(Subcommand)]
@@ -158,6 +161,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
         Command::Milter(args) => milter::run(&dir, args),
+        Command::BenchMilter(args) => bench_milter::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }
