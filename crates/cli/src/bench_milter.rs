@@ -33,9 +33,18 @@ pub struct BenchMilterArgs {
     /// Body size of each message, in bytes.
     #[arg(long, default_value_t = 2_000)]
     body_bytes: usize,
+    /// How Postfix reaches the milter: a unix socket (recommended) or loopback TCP.
+    #[arg(long, value_enum, default_value_t = Socket::Unix)]
+    socket: Socket,
     /// Working directory (Postfix, Dovecot, the milter's data directory); emptied first.
     #[arg(long, default_value = "/tmp/mailaudit-bench-milter")]
     dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Socket {
+    Unix,
+    Inet,
 }
 
 fn free_port() -> Result<u16> {
@@ -153,15 +162,21 @@ fn start_dovecot(dir: &Path, running: &mut Running) -> Result<u16> {
     Ok(port)
 }
 
-fn start_milter(dir: &Path, running: &mut Running) -> Result<String> {
+fn start_milter(dir: &Path, socket: Socket, running: &mut Running) -> Result<String> {
     let exe = std::env::current_exe().context("finding the mailaudit binary")?;
+    let listen = match socket {
+        Socket::Unix => format!("unix:{}/milter.sock", dir.display()),
+        Socket::Inet => "inet:127.0.0.1:0".to_string(),
+    };
     let mut child = Command::new(exe)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args([
             "milter",
             "--listen",
-            "inet:127.0.0.1:0",
+            &listen,
+            "--socket-mode",
+            "666",
             "--rate-per-hour",
             "0",
         ])
@@ -385,6 +400,17 @@ fn phase(
     )
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
+}
+
 fn records_in(dir: &Path) -> Result<u64> {
     use mailaudit_store::Store;
     Ok(mailaudit_store::SqliteStore::open(dir)?.size()?)
@@ -415,7 +441,7 @@ pub fn run(args: BenchMilterArgs) -> Result<i32> {
         milter: None,
     };
     let auth = start_dovecot(&dir, &mut running)?;
-    let milter = start_milter(&dir, &mut running)?;
+    let milter = start_milter(&dir, args.socket, &mut running)?;
     let (with, without) = start_postfix(&dir, auth, &milter, &mut running)?;
 
     let body: String = "The quarterly figures are attached as agreed. "
@@ -432,16 +458,19 @@ pub fn run(args: BenchMilterArgs) -> Result<i32> {
     ));
 
     println!(
-        "bench-milter: {} clients, {} message(s) per session, {} s per phase, Postfix {}",
+        "bench-milter: {} clients, {} message(s) per session, {} s per phase, milter on a {:?} socket, Postfix {}",
         args.clients,
         args.per_session,
         args.seconds,
+        args.socket,
         postfix_version()
     );
     // A short warm-up of each side (process pools, caches), not counted.
     phase(&args, 2, with, &message);
     phase(&args, 2, without, &message);
     let records_after_warmup = records_in(&dir.join("data"))?;
+    let milter_pid = running.milter.as_ref().map(Child::id);
+    let cpu_before = milter_pid.and_then(cpu_seconds);
 
     let mut totals = [(0u64, 0u64, 0f64); 2];
     for round in 1..=2 {
@@ -464,6 +493,15 @@ pub fn run(args: BenchMilterArgs) -> Result<i32> {
     let rate = |t: (u64, u64, f64)| t.0 as f64 / t.2;
     let (w, wo) = (rate(totals[0]), rate(totals[1]));
     let records = records_in(&dir.join("data"))? - records_after_warmup;
+    let cpu = match (cpu_before, milter_pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) if totals[0].0 > 0 => format!(
+            "{:.0} µs of CPU per message ({:.1} s for {} messages)",
+            (b - a) * 1e6 / totals[0].0 as f64,
+            b - a,
+            totals[0].0
+        ),
+        _ => "unknown".to_string(),
+    };
     println!(
         "with milter:    {w:>8.1} messages/s ({} failed sessions)",
         totals[0].1
@@ -481,6 +519,7 @@ pub fn run(args: BenchMilterArgs) -> Result<i32> {
         totals[0].0,
         if records == totals[0].0 { "" } else { " — MISMATCH" }
     );
+    println!("the milter process (with its durable writes) used {cpu}");
     drop(running);
     Ok(if records == totals[0].0 { 0 } else { 1 })
 }

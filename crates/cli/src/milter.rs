@@ -74,6 +74,8 @@ struct Shared {
     writer: WriterHandle,
     on_store_failure: OnStoreFailure,
     connections: AtomicU64,
+    /// Listening on a unix socket (no Nagle): the no-reply protocol flags are safe.
+    unix_socket: bool,
 }
 
 impl Shared {
@@ -168,6 +170,10 @@ fn store_failure_reply() -> Replycode {
 
 /// Commands the MTA need not wait for an answer to (SMFIP_NR_*): this milter decides at the
 /// end of the message only, so every earlier round trip would only slow the MTA down.
+/// Asked for on unix sockets only: over TCP, Postfix then writes packet after packet with no
+/// reply between them, Nagle's algorithm holds each until the previous one is acknowledged,
+/// and delayed ACKs made every message wait tens of milliseconds (measured: 300 instead of
+/// 550 messages/s).
 const NO_REPLY: Protocol = Protocol::NR_CONNECT
     .union(Protocol::NR_HELO)
     .union(Protocol::NR_MAIL)
@@ -177,6 +183,11 @@ const NO_REPLY: Protocol = Protocol::NR_CONNECT
     .union(Protocol::NR_END_OF_HEADER)
     .union(Protocol::NR_HEADER)
     .union(Protocol::NR_BODY);
+
+/// Commands this milter has no use for: not sent at all.
+const SKIP: Protocol = Protocol::NO_DATA
+    .union(Protocol::NO_END_OF_HEADER)
+    .union(Protocol::NO_UNKNOWN);
 
 /// Largest milter packet accepted (Postfix sends body chunks of at most 64 KiB).
 const MAX_PACKET: usize = 1 << 20;
@@ -197,7 +208,11 @@ impl AuditMilter {
             version: theirs.version.min(6),
             // Observe only: never ask to change a message.
             capabilities: Capability::empty(),
-            protocol: theirs.protocol.intersection(NO_REPLY),
+            protocol: theirs.protocol.intersection(if self.shared.unix_socket {
+                SKIP | NO_REPLY
+            } else {
+                SKIP
+            }),
             ..OptNeg::default()
         };
         self.no_reply = ours.protocol;
@@ -464,19 +479,24 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
         eprintln!("verifier key: {}", created.verifier);
     }
     let auditor = datadir::open_auditor(dir)?;
+    // Mailboxes the audit policy names are known mailboxes: a bare login matching one of
+    // them by local part acts as it.
+    let mut book = AddressBook::new(&config);
+    let policy = mailaudit_pipeline::load_policy(auditor.store())?;
+    book.learn_mailboxes(policy.mailboxes.keys().map(String::as_str));
     let writer = WriterHandle::spawn(auditor, WriterConfig::default());
-    let classifier = Classifier::new(
-        AddressBook::new(&config),
-        config.rate.clone(),
-        args.enforce_rate,
-    );
+    let classifier = Classifier::new(book, config.rate.clone(), args.enforce_rate);
     let shared = Arc::new(Shared {
         classifier: Mutex::new(classifier),
         writer,
         on_store_failure: args.on_store_failure,
         connections: AtomicU64::new(0),
+        unix_socket: matches!(listen, Listen::Unix(_)),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread is plenty: per message the milter parses a few packets and waits for the
+    // writer thread's durable commit; a multi-threaded runtime only added wake-ups (measured:
+    // a fifth more CPU per message).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

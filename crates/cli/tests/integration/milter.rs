@@ -5,6 +5,9 @@
 //! checked field by field; the milter's counters (its last log line) account for everything
 //! it did not record.
 //!
+//! The first test reaches the milter through a unix socket, the second over loopback TCP
+//! (the milter negotiates differently for each).
+//!
 //! Each test starts its own Dovecot (authentication only), milter and Postfix instance
 //! (`postfix -c DIR`, its own queue, loopback, free ports, every message discarded so
 //! nothing leaves) in a temporary directory, and stops all three when dropped, also when
@@ -193,11 +196,11 @@ struct Milter {
 }
 
 impl Milter {
-    fn start(data: &Path, extra: &[&str]) -> Milter {
+    fn start(data: &Path, listen: &str, extra: &[&str]) -> Milter {
         let mut child = Command::new(bin())
             .arg("--data-dir")
             .arg(data)
-            .args(["milter", "--listen", "inet:127.0.0.1:0"])
+            .args(["milter", "--listen", listen])
             .args(extra)
             .env("RUST_LOG", "mailaudit=debug,warn")
             .stdin(Stdio::null())
@@ -238,7 +241,8 @@ impl Milter {
         };
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(addr) => {
-                assert!(addr.starts_with("inet:127.0.0.1:"), "{addr}");
+                let expected = listen.strip_suffix(":0").unwrap_or(listen);
+                assert!(addr.starts_with(expected), "{addr} for {listen}");
                 milter.addr = addr;
                 milter
             }
@@ -458,7 +462,9 @@ struct Stack {
 }
 
 impl Stack {
-    fn start(milter_config: &str, milter_args: &[&str]) -> Stack {
+    /// `unix`: Postfix reaches the milter through a unix socket (as docs/postfix.md
+    /// recommends, and with the no-reply protocol flags), else over loopback TCP.
+    fn start(milter_config: &str, milter_args: &[&str], unix: bool) -> Stack {
         require_root();
         swaks_bin();
         let tmp = TempDir::new().expect("a temporary directory");
@@ -472,7 +478,14 @@ impl Stack {
         let config_arg = config.display().to_string();
         let mut args = vec!["--config", config_arg.as_str()];
         args.extend_from_slice(milter_args);
-        let milter = Milter::start(data.path(), &args);
+        let listen = if unix {
+            // Postfix's smtpd runs as the postfix user: it must be able to open the socket.
+            args.extend_from_slice(&["--socket-mode", "666"]);
+            format!("unix:{}", tmp.path().join("milter.sock").display())
+        } else {
+            "inet:127.0.0.1:0".to_string()
+        };
+        let milter = Milter::start(data.path(), &listen, &args);
         let postfix = Postfix::start(tmp.path(), dovecot.port, &milter.addr);
         Stack {
             postfix,
@@ -719,7 +732,7 @@ print("dropped")
 
 #[test]
 fn milter_records_sends_through_a_real_postfix_field_by_field() {
-    let mut stack = Stack::start(CONFIG, &[]);
+    let mut stack = Stack::start(CONFIG, &[], true);
     let rcpt = ["--to", "dave@example.net"];
 
     // alice as herself.
@@ -1004,7 +1017,7 @@ fn milter_records_sends_through_a_real_postfix_field_by_field() {
 
 #[test]
 fn enforced_rate_a_store_failure_and_a_stopped_milter_all_defer_the_message() {
-    let mut stack = Stack::start("", &["--enforce-rate", "--rate-per-hour", "2"]);
+    let mut stack = Stack::start("", &["--enforce-rate", "--rate-per-hour", "2"], false);
     let send = |stack: &Stack, i: u32| {
         stack.swaks(&[
             "--auth",
@@ -1134,4 +1147,31 @@ fn enforced_rate_a_store_failure_and_a_stopped_milter_all_defer_the_message() {
         stack.postfix.maillog()
     );
     assert_eq!(stack.records().len(), 4);
+}
+
+#[test]
+fn a_bad_milter_configuration_is_refused_naming_the_file_and_line() {
+    let data = init_dir();
+    let tmp = TempDir::new().expect("a temporary directory");
+    let config = tmp.path().join("milter.toml");
+    std::fs::write(&config, "domain = \"example.org\"\n[rate]\nper_hour = 5\n")
+        .expect("writing milter.toml");
+    let config_arg = config.display().to_string();
+    let out = mailaudit(data.path(), &["milter", "--config", &config_arg]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!("in {config_arg}"))
+            && out.stderr.contains("line 3")
+            && out.stderr.contains("unknown field `per_hour`"),
+        "{}",
+        out.stderr
+    );
+    let out = mailaudit(data.path(), &["milter", "--listen", "inet:localhost"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("--listen inet:localhost: expected inet:HOST:PORT or unix:/path"),
+        "{}",
+        out.stderr
+    );
 }
