@@ -458,11 +458,14 @@ pub fn run(args: BenchMilterArgs) -> Result<i32> {
     ));
 
     println!(
-        "bench-milter: {} clients, {} message(s) per session, {} s per phase, milter on a {:?} socket, Postfix {}",
+        "bench-milter: {} clients, {} message(s) per session, {} s per phase, milter on {}, Postfix {}",
         args.clients,
         args.per_session,
         args.seconds,
-        args.socket,
+        match args.socket {
+            Socket::Unix => "a unix socket",
+            Socket::Inet => "loopback TCP",
+        },
         postfix_version()
     );
     // A short warm-up of each side (process pools, caches), not counted.

@@ -57,6 +57,9 @@ pub struct MilterArgs {
     /// Permissions of a `unix:` socket (octal). Postfix's smtpd must be able to write it.
     #[arg(long, default_value = "660")]
     socket_mode: String,
+    /// Group to give a `unix:` socket (e.g. `postfix`), so that mode 660 lets Postfix in.
+    #[arg(long)]
+    socket_group: Option<String>,
     /// Seconds between the counters lines in the log (also written at exit).
     #[arg(long, default_value_t = 300)]
     counters_interval: u64,
@@ -473,6 +476,7 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
     let listen = parse_listen(&args.listen)?;
     let mode = u32::from_str_radix(args.socket_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--socket-mode {}: not an octal mode", args.socket_mode))?;
+    let socket_gid = args.socket_group.as_deref().map(group_id).transpose()?;
     if !datadir::is_initialised(dir) {
         let created = datadir::init(dir, None)?;
         eprintln!("initialised a new data directory {}", dir.display());
@@ -523,6 +527,10 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .with_context(|| format!("setting the mode of {}", path.display()))?;
+                if let Some(gid) = socket_gid {
+                    std::os::unix::fs::chown(&path, None, Some(gid))
+                        .with_context(|| format!("giving {} to its group", path.display()))?;
+                }
                 announce(&format!("unix:{}", path.display()));
                 tokio::select! {
                     r = accept_unix(listener, shared.clone()) => r?,
@@ -535,6 +543,17 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// A group's id from /etc/group.
+fn group_id(name: &str) -> Result<u32> {
+    let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    groups
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .with_context(|| format!("--socket-group {name}: no such group in /etc/group"))
 }
 
 fn announce(addr: &str) {

@@ -479,8 +479,9 @@ impl Stack {
         let mut args = vec!["--config", config_arg.as_str()];
         args.extend_from_slice(milter_args);
         let listen = if unix {
-            // Postfix's smtpd runs as the postfix user: it must be able to open the socket.
-            args.extend_from_slice(&["--socket-mode", "666"]);
+            // Postfix's smtpd runs as the postfix user: the socket (mode 660 by default) is
+            // given to its group, as docs/postfix.md says.
+            args.extend_from_slice(&["--socket-group", "postfix"]);
             format!("unix:{}", tmp.path().join("milter.sock").display())
         } else {
             "inet:127.0.0.1:0".to_string()
