@@ -156,9 +156,16 @@ fn start_dovecot(dir: &Path, running: &mut Running) -> Result<u16> {
         &d.join("start.out"),
     )?;
     wait_port(port, "Dovecot's auth service")?;
-    running.dovecot_pid = std::fs::read_to_string(d.join("run/master.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok());
+    let start = Instant::now();
+    while running.dovecot_pid.is_none() {
+        running.dovecot_pid = std::fs::read_to_string(d.join("run/master.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("Dovecot wrote no master.pid within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(port)
 }
 
