@@ -26,6 +26,10 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # openssl makes the throwaway certificates of the TLS tests (console, IMAPS, syslog over TLS).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# A real Postfix and swaks for the milter's end-to-end tests (they start their own Postfix
+# instance with `postfix -c DIR`, on loopback ports, in a temporary directory).
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

@@ -6,11 +6,13 @@ mod bench_alerts;
 mod bench_console;
 mod bench_dovecot;
 mod bench_import;
+mod bench_milter;
 mod console_cmd;
 mod datadir;
 mod dovecot;
 mod filters;
 mod import_cmd;
+mod milter;
 mod outputs;
 mod policy_cmd;
 mod preset_cmd;
@@ -111,6 +113,11 @@ enum Command {
     /// Manages the web console's local accounts (admins and auditors).
     #[command(subcommand)]
     User(console_cmd::UserCommand),
+    /// Audits sending through the MTA's milter protocol (Postfix smtpd_milters): Send, SendAs,
+    /// SendOnBehalf, and logins over an hourly limit. See docs/postfix.md.
+    Milter(milter::MilterArgs),
+    /// Measures messages per second through a real Postfix with the milter against without it.
+    BenchMilter(bench_milter::BenchMilterArgs),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +188,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::BenchAlerts(args) => bench_alerts::run(args),
         Command::User(cmd) => console_cmd::user(&dir, cmd),
         Command::BenchConsole(args) => bench_console::run(args),
+        Command::Milter(args) => milter::run(&dir, args),
+        Command::BenchMilter(args) => bench_milter::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

@@ -56,7 +56,7 @@ fn story_script() -> &'static str {
 }
 
 /// The path of a program, or a failing test that says how to get it.
-fn require_program(name: &str, candidates: &[&str], package: &str) -> PathBuf {
+pub fn require_program(name: &str, candidates: &[&str], package: &str) -> PathBuf {
     for c in candidates {
         let p = Path::new(c);
         if p.is_file() {
@@ -77,7 +77,7 @@ fn require_program(name: &str, candidates: &[&str], package: &str) -> PathBuf {
     );
 }
 
-fn dovecot_bin() -> PathBuf {
+pub fn dovecot_bin() -> PathBuf {
     require_program(
         "dovecot",
         &["/usr/sbin/dovecot"],
@@ -89,7 +89,7 @@ fn doveadm_bin() -> PathBuf {
     require_program("doveadm", &["/usr/bin/doveadm"], "dovecot-core")
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     require_program("python3", &["/usr/bin/python3"], "python3")
 }
 
@@ -98,7 +98,7 @@ fn curl_bin() -> PathBuf {
 }
 
 /// (uid, gid) of a system user, from /etc/passwd.
-fn system_user(name: &str) -> (u32, u32) {
+pub fn system_user(name: &str) -> (u32, u32) {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
     passwd
         .lines()
@@ -112,7 +112,7 @@ fn system_user(name: &str) -> (u32, u32) {
         })
 }
 
-fn require_root() {
+pub fn require_root() {
     let mut id = Command::new("id");
     id.arg("-u");
     let out = run(id);
@@ -126,7 +126,7 @@ fn require_root() {
 
 /// `count` distinct loopback ports that were free a moment ago (bound to port 0 together,
 /// then released).
-fn free_ports(count: usize) -> Vec<u16> {
+pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
         .collect();
@@ -136,7 +136,7 @@ fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))

@@ -13,6 +13,7 @@ mod exports;
 mod import;
 mod import_formats;
 mod ingest_errors;
+mod milter;
 mod policy_live;
 mod presets;
 mod tamper;
