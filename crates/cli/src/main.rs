@@ -7,6 +7,7 @@ mod datadir;
 mod dovecot;
 mod filters;
 mod policy_cmd;
+mod proxy;
 mod records_cmd;
 mod serve;
 
@@ -88,6 +89,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures the Dovecot source (file and HTTP paths) against raw ingest.
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
+    /// Runs the auditing IMAP proxy in front of an IMAP server (docs/imap-proxy.md).
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Token(cmd) => records_cmd::token(&dir, cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
+        Command::Proxy(args) => proxy::run(&dir, args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }
