@@ -7,6 +7,7 @@
 mod crash;
 mod dovecot;
 mod exports;
+mod imap_proxy;
 mod import;
 mod ingest_errors;
 mod policy_live;

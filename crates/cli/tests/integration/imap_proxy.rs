@@ -1,0 +1,567 @@
+//! The auditing IMAP proxy against a real Dovecot (Debian's packages, started by
+//! `dovecot::Dovecot`) with real clients: Python's imaplib (`imap_proxy_story.py`) and curl.
+//! Every record is checked field by field, every byte a client received is compared with what
+//! the same client receives from Dovecot directly, and with the store made unwritable a
+//! command is refused and never reaches Dovecot.
+
+use crate::dovecot::{curl_bin, python, Dovecot, ALL_MAILBOX_OPERATIONS};
+use crate::util::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+
+fn script() -> &'static str {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/integration/imap_proxy_story.py"
+    )
+}
+
+/// A running `mailaudit proxy`, killed when dropped.
+struct Proxy {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    fn start(dir: &Path, upstream_port: u16, extra: &[&str]) -> Proxy {
+        let config = dir.join("proxy.toml");
+        std::fs::write(
+            &config,
+            "[audit]\ndefault_domain = \"example.com\"\nmaster_user_separator = \"*\"\n",
+        )
+        .expect("writing proxy.toml");
+        let mut child = Command::new(bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+            .arg(format!("127.0.0.1:{upstream_port}"))
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting mailaudit proxy");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("mailaudit proxy listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let mut proxy = Proxy {
+            child,
+            port: 0,
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => {
+                proxy.port = addr
+                    .parse::<std::net::SocketAddr>()
+                    .expect("the listening line carries an address")
+                    .port();
+                proxy
+            }
+            Err(e) => {
+                let _ = proxy.child.kill();
+                let _ = proxy.child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("mailaudit proxy did not start ({e}):\n{}", proxy.log());
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn audit_everything() -> TempDir {
+    let dir = init_dir();
+    mailaudit(
+        dir.path(),
+        &[
+            "policy",
+            "set",
+            "--audit-owner",
+            ALL_MAILBOX_OPERATIONS,
+            "--audit-delegate",
+            ALL_MAILBOX_OPERATIONS,
+        ],
+    )
+    .ok();
+    dir
+}
+
+fn started_dovecot() -> Dovecot {
+    let mut d = Dovecot::prepare();
+    d.start(None);
+    d
+}
+
+/// Runs the story script; returns (transcripts by session, the whole output).
+fn run_story(args: &[&str]) -> (Vec<(String, String)>, String) {
+    let mut c = Command::new(python());
+    c.arg(script()).args(args);
+    let out = run(c);
+    assert!(
+        out.code == 0,
+        "imap_proxy_story.py {args:?} failed (exit {}):\n{}",
+        out.code,
+        out.all()
+    );
+    let transcripts = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let j = Json::parse(l).expect("a JSON line");
+            (
+                j["session"].str().unwrap_or_default().to_string(),
+                j["transcript"].str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    (transcripts, out.stdout)
+}
+
+/// The proxy's records, oldest first, waiting until `n` are there (records of a command are
+/// written just after its reply is forwarded).
+fn proxy_records(dir: &Path, n: usize) -> Vec<Json> {
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        records = search_all(dir, &[])
+            .into_iter()
+            .filter(|r| r["provenance"]["source"].str() == Some("imap-proxy"))
+            .collect();
+        if records.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    records.reverse();
+    records
+}
+
+fn brief(r: &Json) -> String {
+    format!(
+        "{} {} {} actor={} as={} mailbox={} folder={} dest={} items={}",
+        r["operation"].str().unwrap_or("?"),
+        r["result"].str().unwrap_or("?"),
+        r["logon_type"].str().unwrap_or("?"),
+        r["actor"].str().unwrap_or("-"),
+        r["acting_as"].str().unwrap_or("-"),
+        r["mailbox"].str().unwrap_or("-"),
+        r["folder"].str().unwrap_or("-"),
+        r["destination_folder"].str().unwrap_or("-"),
+        r["items"].arr().len()
+    )
+}
+
+#[track_caller]
+fn field(r: &Json, path: &[&str], want: Option<&str>) {
+    let mut v = r;
+    for p in path {
+        v = &v[*p];
+    }
+    let got = match v {
+        Json::Str(s) => Some(s.clone()),
+        Json::Num(n) => Some(n.clone()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        got.as_deref(),
+        want,
+        "{} of record {}",
+        path.join("."),
+        brief(r)
+    );
+}
+
+#[track_caller]
+fn item(r: &Json, i: usize, uid: u64, message_id: Option<&str>, subject: Option<&str>) {
+    let it = &r["items"].arr()[i];
+    assert_eq!(it["uid"].u64(), Some(uid), "items[{i}].uid of {}", brief(r));
+    assert_eq!(
+        it["message_id"].str(),
+        message_id,
+        "items[{i}].message_id of {}",
+        brief(r)
+    );
+    assert_eq!(
+        it["subject"].str(),
+        subject,
+        "items[{i}].subject of {}",
+        brief(r)
+    );
+}
+
+#[test]
+fn imap_proxy_records_the_story_field_by_field_and_changes_no_byte() {
+    let direct = started_dovecot();
+    let proxied = started_dovecot();
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), proxied.imap, &["--upstream-plain"]);
+
+    let (want, _) = run_story(&["story", "127.0.0.1", &direct.imap.to_string()]);
+    let (got, out) = run_story(&["story", "127.0.0.1", &proxy.port.to_string()]);
+    assert!(out.contains("story complete"), "{out}\n{}", proxy.log());
+    assert_eq!(want.len(), 4, "four sessions: {want:?}");
+    for ((ws, wt), (gs, gt)) in want.iter().zip(&got) {
+        assert_eq!(ws, gs);
+        assert_eq!(
+            wt, gt,
+            "session {ws}: the client received different bytes through the proxy"
+        );
+    }
+
+    let records = proxy_records(data.path(), 19);
+    let shown: Vec<String> = records.iter().map(brief).collect();
+    let ops: Vec<&str> = records
+        .iter()
+        .map(|r| r["operation"].str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "MailboxLogin",
+            "MailboxLogin",
+            "Create",
+            "Create",
+            "Create",
+            "FolderBind",
+            "MessageBind",
+            "MoveToDeletedItems",
+            "SoftDelete",
+            "HardDelete",
+            "UpdateFolderPermissions",
+            "MailboxLogout",
+            "MailboxLogin",
+            "FolderBind",
+            "MessageBind",
+            "MailboxLogout",
+            "MailboxLogin",
+            "FolderBind",
+            "MailboxLogout",
+        ],
+        "records:\n{}",
+        shown.join("\n")
+    );
+    const ALICE: &str = "alice@example.com";
+    let r = &records;
+    for rec in r {
+        field(rec, &["provenance", "source"], Some("imap-proxy"));
+        field(rec, &["client", "protocol"], Some("imap"));
+        field(rec, &["client", "ip"], Some("127.0.0.1"));
+        field(rec, &["client", "tls"], Some("false"));
+    }
+    // Wrong password: a failed login, the server's reply as the reason.
+    field(&r[0], &["result"], Some("Failed"));
+    field(&r[0], &["actor"], Some(ALICE));
+    field(&r[0], &["mailbox"], Some(ALICE));
+    field(&r[0], &["logon_type"], Some("Owner"));
+    assert!(
+        r[0]["reason"]
+            .str()
+            .is_some_and(|s| s.contains("AUTHENTICATIONFAILED")),
+        "{:?}",
+        r[0]["reason"]
+    );
+    assert_eq!(r[0].param("mechanism"), Some("LOGIN"));
+    field(&r[1], &["result"], Some("Succeeded"));
+    field(&r[1], &["logon_type"], Some("Owner"));
+    field(&r[1], &["client", "name"], None);
+    // After ID, records carry the client's name.
+    for (i, (subject, msgid)) in [
+        ("Quarterly numbers", "<q1@example.org>"),
+        ("Lunch", "<l2@example.org>"),
+        ("Board minutes", "<b3@example.org>"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = &r[2 + i];
+        field(c, &["folder"], Some("INBOX"));
+        field(c, &["mailbox"], Some(ALICE));
+        field(c, &["client", "name"], Some("story-client 1.0"));
+        item(c, 0, i as u64 + 1, Some(msgid), Some(subject));
+    }
+    field(&r[5], &["folder"], Some("INBOX"));
+    field(&r[6], &["folder"], Some("INBOX"));
+    item(
+        &r[6],
+        0,
+        1,
+        Some("<q1@example.org>"),
+        Some("Quarterly numbers"),
+    );
+    assert_eq!(r[6]["items"].arr().len(), 1);
+    field(&r[7], &["folder"], Some("INBOX"));
+    field(&r[7], &["destination_folder"], Some("Trash"));
+    assert_eq!(r[7]["items"].arr()[0]["uid"].u64(), Some(2));
+    assert_eq!(r[7].param("destination_uids"), Some("1"));
+    assert_eq!(r[8]["items"].arr()[0]["uid"].u64(), Some(1));
+    assert_eq!(r[8].param("flags"), Some("+FLAGS (\\Deleted)"));
+    field(&r[9], &["folder"], Some("INBOX"));
+    assert_eq!(r[9].param("expunged"), Some("1"));
+    field(&r[10], &["folder"], Some("INBOX"));
+    assert_eq!(r[10].param("identifier"), Some("bob"));
+    assert_eq!(r[10].param("rights"), Some("lr"));
+    field(&r[11], &["mailbox"], Some(ALICE));
+    // The delegate: bob in alice's shared INBOX.
+    field(&r[12], &["actor"], Some("bob@example.com"));
+    field(&r[12], &["mailbox"], Some("bob@example.com"));
+    for d in &r[13..15] {
+        field(d, &["actor"], Some("bob@example.com"));
+        field(d, &["mailbox"], Some(ALICE));
+        field(d, &["folder"], Some("INBOX"));
+        field(d, &["logon_type"], Some("Delegate"));
+    }
+    item(
+        &r[14],
+        0,
+        3,
+        Some("<b3@example.org>"),
+        Some("Board minutes"),
+    );
+    // The admin: AUTHENTICATE PLAIN with authzid carol.
+    for a in &r[16..19] {
+        field(a, &["actor"], Some("admin@example.com"));
+        field(a, &["acting_as"], Some("carol@example.com"));
+        field(a, &["mailbox"], Some("carol@example.com"));
+        field(a, &["logon_type"], Some("Admin"));
+        field(a, &["result"], Some("Succeeded"));
+    }
+    assert_eq!(r[16].param("mechanism"), Some("PLAIN"));
+    field(&r[17], &["folder"], Some("INBOX"));
+    // Nothing else.
+    assert_eq!(records.len(), 19, "records:\n{}", shown.join("\n"));
+}
+
+/// Makes the store's files immutable (root ignores permissions; the kernel does not ignore
+/// this flag) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn new(dir: &Path) -> Immutable {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .expect("reading the data directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("mailaudit.db"))
+            })
+            .collect();
+        for f in &files {
+            let out = run({
+                let mut c = Command::new("chattr");
+                c.arg("+i").arg(f);
+                c
+            });
+            assert_eq!(
+                out.code,
+                0,
+                "chattr +i {} failed (the fail-closed test needs a filesystem with the immutable flag, e.g. ext4): {}",
+                f.display(),
+                out.all()
+            );
+        }
+        Immutable(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(f).status();
+        }
+    }
+}
+
+fn append(port: u16, subject: &str, size: usize) -> Json {
+    let mut c = Command::new(python());
+    c.arg(script())
+        .args(["append", "127.0.0.1", &port.to_string(), subject])
+        .arg(size.to_string());
+    let out = run(c).ok();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no reply line: {}", out.all()));
+    Json::parse(line).expect("JSON")
+}
+
+/// How many messages with `subject` alice's INBOX holds, asked of Dovecot itself.
+fn count_in_dovecot(d: &Dovecot, subject: &str) -> usize {
+    let out = d
+        .doveadm(&[
+            "search", "-u", "alice", "mailbox", "INBOX", "subject", subject,
+        ])
+        .ok();
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[test]
+fn imap_proxy_fails_closed_when_the_store_cannot_be_written() {
+    let dovecot = started_dovecot();
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+
+    let ok = append(proxy.port, "Before the outage", 100);
+    assert_eq!(ok["reply"].str(), Some("OK"), "{ok:?}\n{}", proxy.log());
+    assert_eq!(count_in_dovecot(&dovecot, "Before the outage"), 1);
+
+    let refused = {
+        let _frozen = Immutable::new(data.path());
+        // The login is refused too (it would create a record): the whole session is.
+        let mut c = Command::new(python());
+        c.arg(script()).args([
+            "append",
+            "127.0.0.1",
+            &proxy.port.to_string(),
+            "During the outage",
+            "100",
+        ]);
+        run(c)
+    };
+    assert_ne!(
+        refused.code,
+        0,
+        "the login should be refused: {}",
+        refused.all()
+    );
+    assert!(
+        refused.all().contains("UNAVAILABLE"),
+        "the client should be told NO [UNAVAILABLE]: {}",
+        refused.all()
+    );
+    assert_eq!(
+        count_in_dovecot(&dovecot, "During the outage"),
+        0,
+        "nothing may reach Dovecot while the audit log cannot be written"
+    );
+    assert!(
+        proxy.log().contains("the audit log cannot record it"),
+        "the proxy should log why: {}",
+        proxy.log()
+    );
+
+    // Writable again: commands pass and are recorded.
+    let ok = append(proxy.port, "After the outage", 100);
+    assert_eq!(ok["reply"].str(), Some("OK"), "{ok:?}\n{}", proxy.log());
+    assert_eq!(count_in_dovecot(&dovecot, "After the outage"), 1);
+    let records = proxy_records(data.path(), 6);
+    let subjects: Vec<&str> = records
+        .iter()
+        .filter(|r| r["operation"].str() == Some("Create"))
+        .filter_map(|r| r["items"].arr().first().and_then(|i| i["subject"].str()))
+        .collect();
+    assert_eq!(subjects, ["Before the outage", "After the outage"]);
+}
+
+#[test]
+fn imap_proxy_passes_curl_and_idle_and_a_20_mb_append() {
+    let dovecot = started_dovecot();
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+
+    let big = append(proxy.port, "Twenty megabytes", 20 * 1024 * 1024);
+    assert_eq!(big["reply"].str(), Some("OK"), "{big:?}\n{}", proxy.log());
+    assert_eq!(count_in_dovecot(&dovecot, "Twenty megabytes"), 1);
+
+    let mut c = Command::new(curl_bin());
+    c.args(["-sS", "--max-time", "60", "--user", "alice:alicepw"])
+        .arg(format!("imap://127.0.0.1:{}/INBOX;UID=1", proxy.port));
+    let out = run(c).ok();
+    assert!(
+        out.stdout.contains("Subject: Twenty megabytes") && out.stdout.len() > 20 * 1024 * 1024,
+        "curl should fetch the whole message through the proxy ({} bytes)",
+        out.stdout.len()
+    );
+
+    let mut c = Command::new(python());
+    c.arg(script())
+        .args(["idle", "127.0.0.1", &proxy.port.to_string()]);
+    let out = run(c);
+    assert!(
+        out.stdout.contains("idle complete"),
+        "{}\n{}",
+        out.all(),
+        proxy.log()
+    );
+
+    let records = proxy_records(data.path(), 11);
+    let create = records
+        .iter()
+        .find(|r| r["operation"].str() == Some("Create"))
+        .expect("a Create record");
+    item(
+        create,
+        0,
+        1,
+        Some("<big@example.org>"),
+        Some("Twenty megabytes"),
+    );
+    let size = create["items"].arr()[0]["size"].u64().unwrap_or(0);
+    assert!(size > 20 * 1024 * 1024, "size {size}");
+    let read = records
+        .iter()
+        .find(|r| r["operation"].str() == Some("MessageBind"))
+        .unwrap_or_else(|| {
+            panic!(
+                "curl's read: {:?}",
+                records.iter().map(brief).collect::<Vec<_>>()
+            )
+        });
+    item(
+        read,
+        0,
+        1,
+        Some("<big@example.org>"),
+        Some("Twenty megabytes"),
+    );
+    let during_idle = records.iter().any(|r| {
+        r["operation"].str() == Some("Create")
+            && r["items"].arr().first().and_then(|i| i["subject"].str()) == Some("During idle")
+    });
+    assert!(
+        during_idle,
+        "{:?}",
+        records.iter().map(brief).collect::<Vec<_>>()
+    );
+}
