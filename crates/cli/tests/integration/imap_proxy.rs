@@ -371,8 +371,10 @@ fn imap_proxy_records_the_story_field_by_field_and_changes_no_byte() {
     assert_eq!(records.len(), 19, "records:\n{}", shown.join("\n"));
 }
 
-/// Makes the store's files immutable (root ignores permissions; the kernel does not ignore
-/// this flag) until dropped.
+/// Makes the store's database and write-ahead log immutable (root ignores permissions; the
+/// kernel does not ignore this flag) until dropped. Not the `-shm` file: SQLite maps it into
+/// memory, and a write to a mapped immutable file kills the process (SIGBUS) rather than
+/// failing a write.
 struct Immutable(Vec<std::path::PathBuf>);
 
 impl Immutable {
@@ -383,7 +385,7 @@ impl Immutable {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("mailaudit.db"))
+                    .is_some_and(|n| n == "mailaudit.db" || n == "mailaudit.db-wal")
             })
             .collect();
         for f in &files {
@@ -467,8 +469,9 @@ fn imap_proxy_fails_closed_when_the_store_cannot_be_written() {
     );
     assert!(
         refused.all().contains("UNAVAILABLE"),
-        "the client should be told NO [UNAVAILABLE]: {}",
-        refused.all()
+        "the client should be told NO [UNAVAILABLE]: {}\nproxy:\n{}",
+        refused.all(),
+        proxy.log()
     );
     assert_eq!(
         count_in_dovecot(&dovecot, "During the outage"),
