@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(
             ev.last(),
             Some(&FrameEvent::Message {
-                end: 41,
+                end: 44,
                 copy: b"* 1 FETCH (BODY[] ~{4}\r\n0123 UID 7)\r\n".to_vec(),
                 literal_bytes: 10,
                 truncated: true

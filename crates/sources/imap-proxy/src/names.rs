@@ -175,10 +175,8 @@ fn names_a_body(args: &str) -> bool {
             Some(r)
         } else if let Some(r) = rest.strip_prefix("BINARY.PEEK[") {
             Some(r)
-        } else if let Some(r) = rest.strip_prefix("BINARY[") {
-            Some(r)
         } else {
-            None
+            rest.strip_prefix("BINARY[")
         };
         if let Some(sec) = section {
             let sec = sec.split(']').next().unwrap_or("");

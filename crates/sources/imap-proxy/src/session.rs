@@ -257,7 +257,7 @@ impl Session {
         };
         let mut p = self.pending_from_head(&head, now);
         match CommandCodec::default().decode(copy) {
-            Ok((rest, cmd)) if rest.is_empty() => {
+            Ok((b"", cmd)) => {
                 p.parsed = true;
                 self.fill_from_command(&mut p, cmd, literal_bytes);
             }
@@ -268,10 +268,8 @@ impl Session {
         }
         match head.kind {
             Kind::Idle => self.idle_tag = Some(head.tag.clone()),
-            Kind::Authenticate => {
-                if p.login.is_none() {
-                    self.auth_waiting = Some(head.tag.clone());
-                }
+            Kind::Authenticate if p.login.is_none() => {
+                self.auth_waiting = Some(head.tag.clone());
             }
             _ => {}
         }
@@ -454,7 +452,7 @@ impl Session {
     pub fn server_message(&mut self, copy: &[u8], now: Timestamp) -> Vec<Completion> {
         self.stats.responses += 1;
         let resp = match ResponseCodec::default().decode(copy) {
-            Ok((rest, r)) if rest.is_empty() => r,
+            Ok((b"", r)) => r,
             _ => {
                 self.stats.unparsed_responses += 1;
                 // A tagged reply the codec cannot read still ends its command.
