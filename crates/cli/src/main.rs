@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dovecot;
+mod bench_imap_proxy;
 mod datadir;
 mod dovecot;
 mod filters;
@@ -91,6 +92,8 @@ enum Command {
     BenchDovecot(bench_dovecot::BenchDovecotArgs),
     /// Runs the auditing IMAP proxy in front of an IMAP server (docs/imap-proxy.md).
     Proxy(proxy::ProxyArgs),
+    /// Measures an IMAP server directly and through the auditing proxy, side by side.
+    BenchImapProxy(bench_imap_proxy::BenchImapProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,6 +160,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::BenchDovecot(args) => bench_dovecot::run(args),
         Command::Proxy(args) => proxy::run(&dir, args),
+        Command::BenchImapProxy(args) => bench_imap_proxy::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

@@ -226,7 +226,7 @@ struct Entry {
 
 /// The commands in flight, as kept in the store.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Journal {
+pub(crate) struct Journal {
     entries: BTreeMap<String, Entry>,
 }
 
@@ -272,7 +272,7 @@ pub struct JournalSink {
 }
 
 impl JournalSink {
-    fn start(writer: WriterHandle, key: String, journal: Journal) -> JournalSink {
+    pub(crate) fn start(writer: WriterHandle, key: String, journal: Journal) -> JournalSink {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(journal_task(writer, key, journal, rx));
         JournalSink { tx }
