@@ -194,6 +194,16 @@ impl Session {
                 tag: head.tag,
             };
         }
+        if head.kind == Kind::StartTls {
+            // TLS between client and server would hide every later command from the audit.
+            return HeadAction::Refuse {
+                reply: format!(
+                    "{} NO [CANNOT] STARTTLS is not available through the auditing proxy; use its TLS port\r\n",
+                    head.tag
+                ),
+                tag: head.tag,
+            };
+        }
         if !head.recordable() {
             return HeadAction::Forward;
         }
@@ -1207,4 +1217,124 @@ pub(crate) fn header_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
     }
     finish(current);
     (message_id, subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-24T12:00:00Z".parse().unwrap()
+    }
+
+    fn session() -> Session {
+        let cfg = ProxyConfig {
+            default_domain: Some("example.com".into()),
+            ..ProxyConfig::default()
+        };
+        Session::new(
+            Arc::new(cfg),
+            ConnInfo {
+                id: "c1".into(),
+                ..ConnInfo::default()
+            },
+        )
+    }
+
+    /// Feeds one command and its replies; returns the completed command's record.
+    fn exchange(s: &mut Session, cmd: &[u8], replies: &[&[u8]]) -> Option<Observation> {
+        let _ = s.client_head(cmd, now());
+        s.client_message(cmd, 0, now());
+        let mut out = None;
+        for r in replies {
+            for c in s.server_message(r, now()) {
+                out = c.observation;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn starttls_and_compress_are_refused_not_forwarded() {
+        let mut s = session();
+        for cmd in [&b"a STARTTLS\r\n"[..], b"b COMPRESS DEFLATE\r\n"] {
+            match s.client_head(cmd, now()) {
+                HeadAction::Refuse { reply, .. } => assert!(reply.contains(" NO [CANNOT] ")),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn master_user_login_and_plain_authzid_are_impersonation() {
+        let mut s = session();
+        let o = exchange(&mut s, b"a LOGIN carol*admin pw\r\n", &[b"a OK done\r\n"]).unwrap();
+        assert_eq!(o.actor, "admin@example.com");
+        assert_eq!(o.acting_as.as_deref(), Some("carol@example.com"));
+        assert_eq!(o.mailbox, "carol@example.com");
+        let mut s = session();
+        // SASL-IR: "carol\0admin\0pw"
+        let o = exchange(
+            &mut s,
+            b"a AUTHENTICATE PLAIN Y2Fyb2wAYWRtaW4AcHc=\r\n",
+            &[b"a NO [AUTHENTICATIONFAILED] no\r\n"],
+        )
+        .unwrap();
+        assert_eq!(o.result, OperationResult::Failed);
+        assert_eq!(o.actor, "admin@example.com");
+        assert_eq!(o.acting_as.as_deref(), Some("carol@example.com"));
+        assert_eq!(o.reason.as_deref(), Some("NO [AUTHENTICATIONFAILED] no"));
+    }
+
+    #[test]
+    fn a_header_fetch_is_not_a_read_and_a_body_fetch_names_its_messages() {
+        let mut s = session();
+        exchange(&mut s, b"a LOGIN bob pw\r\n", &[b"a OK\r\n"]);
+        exchange(
+            &mut s,
+            b"b SELECT shared/alice/Projects\r\n",
+            &[b"b OK\r\n"],
+        );
+        let none = exchange(
+            &mut s,
+            b"c UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n",
+            &[
+                b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {12}\r\nSubject: x\r\n)\r\n",
+                b"c OK\r\n",
+            ],
+        );
+        assert_eq!(none, None);
+        let o = exchange(
+            &mut s,
+            b"d UID FETCH 4 (BODY.PEEK[])\r\n",
+            &[
+                b"* 1 FETCH (UID 4 BODY[] {39}\r\nMessage-ID: <a@b>\r\nSubject: Plans\r\n\r\nhi)\r\n",
+                b"d OK\r\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.operation, Operation::MessageBind);
+        assert_eq!(o.actor, "bob@example.com");
+        assert_eq!(o.mailbox, "alice@example.com");
+        assert_eq!(o.folder.as_deref(), Some("Projects"));
+        assert_eq!(o.items.len(), 1);
+        assert_eq!(o.items[0].uid, Some(4));
+        assert_eq!(o.items[0].message_id.as_deref(), Some("<a@b>"));
+        assert_eq!(o.items[0].subject.as_deref(), Some("Plans"));
+    }
+
+    #[test]
+    fn an_unknown_command_is_still_recorded_from_its_line() {
+        let mut s = session();
+        exchange(&mut s, b"a LOGIN alice pw\r\n", &[b"a OK\r\n"]);
+        let o = exchange(&mut s, b"b SETACL Work bob lrs\r\n", &[b"b OK\r\n"]).unwrap();
+        assert_eq!(o.operation, Operation::UpdateFolderPermissions);
+        assert_eq!(o.folder.as_deref(), Some("Work"));
+        assert!(o
+            .parameters
+            .iter()
+            .any(|p| p.name == "rights" && p.value == "lrs"));
+        assert!(o.parameters.iter().any(|p| p.name == "parsed"));
+        assert_eq!(s.stats().unparsed_commands, 1);
+    }
 }
