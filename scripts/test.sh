@@ -23,6 +23,9 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -x /usr/lib/dovecot/managesieve ] || missing+=(dovecot-managesieved)
 # chattr, with which the IMAP proxy test makes the store unwritable (fail closed).
 command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+# mbsync syncs a mailbox through the IMAP proxy; openssl makes its test certificates.
+command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq

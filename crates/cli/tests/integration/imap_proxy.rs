@@ -29,10 +29,17 @@ struct Proxy {
 
 impl Proxy {
     fn start(dir: &Path, upstream_port: u16, extra: &[&str]) -> Proxy {
+        Proxy::start_with(dir, upstream_port, "", extra)
+    }
+
+    /// `toml` is appended to the test's proxy.toml.
+    fn start_with(dir: &Path, upstream_port: u16, toml: &str, extra: &[&str]) -> Proxy {
         let config = dir.join("proxy.toml");
         std::fs::write(
             &config,
-            "[audit]\ndefault_domain = \"example.com\"\nmaster_user_separator = \"*\"\n",
+            format!(
+                "[audit]\ndefault_domain = \"example.com\"\nmaster_user_separator = \"*\"\n{toml}"
+            ),
         )
         .expect("writing proxy.toml");
         let mut child = Command::new(bin())
@@ -567,4 +574,325 @@ fn imap_proxy_passes_curl_and_idle_and_a_20_mb_append() {
         "{:?}",
         records.iter().map(brief).collect::<Vec<_>>()
     );
+}
+
+/// A CA and a certificate for `localhost`/127.0.0.1 signed by it, made with the openssl tool.
+/// Returns (directory, ca.pem, cert.pem, key.pem).
+fn certificates() -> (TempDir, String, String, String) {
+    let dir = TempDir::new().expect("a temporary directory");
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.args(args);
+        let out = run(c);
+        assert_eq!(out.code, 0, "openssl {args:?}: {}", out.all());
+    };
+    std::fs::write(
+        p("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("writing leaf.ext");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &p("key.pem"),
+        "-out",
+        &p("leaf.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("leaf.ext"),
+        "-out",
+        &p("cert.pem"),
+    ]);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    (dir, ca, cert, key)
+}
+
+#[test]
+fn imap_proxy_speaks_tls_to_clients_and_upstream_and_verifies_certificates() {
+    let dovecot = started_dovecot();
+    let (_certs, ca, cert, key) = certificates();
+    // front: TLS towards clients, plain to Dovecot.
+    let front_dir = audit_everything();
+    let front = Proxy::start(
+        front_dir.path(),
+        dovecot.imap,
+        &["--upstream-plain", "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let mut c = Command::new(python());
+    c.arg(script())
+        .args(["tls", "127.0.0.1", &front.port.to_string(), &ca]);
+    let out = run(c);
+    assert!(
+        out.stdout.contains("tls complete"),
+        "{}\n{}",
+        out.all(),
+        front.log()
+    );
+
+    // back: a plain client, TLS towards `front` verified with the test CA.
+    let back_dir = audit_everything();
+    let back = Proxy::start(
+        back_dir.path(),
+        front.port,
+        &[
+            "--upstream-tls",
+            "--upstream-ca",
+            &ca,
+            "--upstream-name",
+            "localhost",
+        ],
+    );
+    let ok = append(back.port, "Through two proxies", 100);
+    assert_eq!(
+        ok["reply"].str(),
+        Some("OK"),
+        "{ok:?}\n{}\n{}",
+        back.log(),
+        front.log()
+    );
+    assert_eq!(count_in_dovecot(&dovecot, "Through two proxies"), 1);
+
+    let front_records = proxy_records(front_dir.path(), 6);
+    let shown: Vec<String> = front_records.iter().map(brief).collect();
+    assert_eq!(front_records.len(), 6, "{shown:#?}");
+    for r in &front_records {
+        field(r, &["client", "tls"], Some("true"));
+    }
+    let back_records = proxy_records(back_dir.path(), 3);
+    assert_eq!(
+        back_records.len(),
+        3,
+        "{:#?}",
+        back_records.iter().map(brief).collect::<Vec<_>>()
+    );
+    for r in &back_records {
+        field(r, &["client", "tls"], Some("false"));
+    }
+    item(
+        &back_records[1],
+        0,
+        1,
+        Some("<big@example.org>"),
+        Some("Through two proxies"),
+    );
+
+    // Verification is on by default: the system CAs do not know the test CA.
+    let strict_dir = audit_everything();
+    let strict = Proxy::start(
+        strict_dir.path(),
+        front.port,
+        &["--upstream-tls", "--upstream-name", "localhost"],
+    );
+    let mut c = Command::new(python());
+    c.arg(script()).args([
+        "append",
+        "127.0.0.1",
+        &strict.port.to_string(),
+        "Never",
+        "10",
+    ]);
+    let out = run(c);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.all().contains("UNAVAILABLE"), "{}", out.all());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        strict.log().contains("certificate"),
+        "the proxy should say the upstream's certificate was refused: {}",
+        strict.log()
+    );
+}
+
+#[test]
+fn imap_proxy_syncs_a_mailbox_with_mbsync_byte_for_byte() {
+    let mbsync = ["/usr/bin/mbsync"]
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "mbsync is not installed: install the Debian package isync (scripts/test.sh does)"
+            )
+        });
+    let dovecot = started_dovecot();
+    for i in 0..5 {
+        let r = append(dovecot.imap, &format!("Sync me {i}"), 3000 * (i + 1));
+        assert_eq!(r["reply"].str(), Some("OK"));
+    }
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+    let sync = |port: u16| -> Vec<Vec<u8>> {
+        let dir = TempDir::new().expect("a temporary directory");
+        let conf = dir.path().join("mbsyncrc");
+        std::fs::create_dir_all(dir.path().join("mail")).expect("creating the local store");
+        std::fs::write(
+            &conf,
+            format!(
+                "IMAPAccount test\nHost 127.0.0.1\nPort {port}\nUser alice\nPass alicepw\nSSLType None\nAuthMechs LOGIN\n\n\
+                 IMAPStore remote\nAccount test\n\n\
+                 MaildirStore local\nPath {dir}/mail/\nInbox {dir}/mail/INBOX\n\n\
+                 Channel inbox\nFar :remote:INBOX\nNear :local:INBOX\nSyncState *\nCreate Near\nSync Pull\nExpunge None\n",
+                dir = dir.path().display()
+            ),
+        )
+        .expect("writing mbsyncrc");
+        let mut c = Command::new(mbsync);
+        c.arg("-c").arg(&conf).arg("-a");
+        let out = run(c);
+        assert_eq!(out.code, 0, "mbsync through port {port}: {}", out.all());
+        let mut files: Vec<Vec<u8>> = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(dir.path().join("mail/INBOX").join(sub)) {
+                for e in rd.flatten() {
+                    let text = std::fs::read(e.path()).expect("reading a synced message");
+                    // mbsync marks each message it stores with a random X-TUID line of its
+                    // own; everything else must be what the server sent.
+                    let kept: Vec<u8> = text
+                        .split_inclusive(|&b| b == b'\n')
+                        .filter(|l| !l.starts_with(b"X-TUID: "))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    assert!(kept.len() < text.len(), "mbsync added no X-TUID line");
+                    files.push(kept);
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let direct = sync(dovecot.imap);
+    let proxied = sync(proxy.port);
+    assert_eq!(direct.len(), 5);
+    assert_eq!(proxied.len(), direct.len());
+    for (d, p) in direct.iter().zip(&proxied) {
+        assert!(
+            d == p,
+            "mbsync stored a different message through the proxy:\n{}\n---\n{}",
+            String::from_utf8_lossy(&d[..d.len().min(600)]),
+            String::from_utf8_lossy(&p[..p.len().min(600)])
+        );
+    }
+
+    let records = proxy_records(data.path(), 1);
+    let reads: Vec<&Json> = records
+        .iter()
+        .filter(|r| r["operation"].str() == Some("MessageBind"))
+        .collect();
+    let mut uids: Vec<u64> = reads
+        .iter()
+        .flat_map(|r| r["items"].arr().iter().filter_map(|i| i["uid"].u64()))
+        .collect();
+    uids.sort_unstable();
+    assert_eq!(
+        uids,
+        [1, 2, 3, 4, 5],
+        "{:#?}",
+        records.iter().map(brief).collect::<Vec<_>>()
+    );
+    for r in &reads {
+        field(r, &["actor"], Some("alice@example.com"));
+        field(r, &["folder"], Some("INBOX"));
+        for it in r["items"].arr() {
+            assert!(
+                it["subject"]
+                    .str()
+                    .is_some_and(|s| s.starts_with("Sync me ")),
+                "{}",
+                brief(r)
+            );
+        }
+    }
+}
+
+#[test]
+fn imap_proxy_cuts_off_an_abusive_client_and_caps_connections() {
+    use std::io::{Read, Write};
+    let dovecot = started_dovecot();
+    let data = audit_everything();
+    let proxy = Proxy::start_with(
+        data.path(),
+        dovecot.imap,
+        "[limits]\nmax_line_bytes = 2048\nmax_literal_bytes = 1000\nmax_connections = 2\n",
+        &["--upstream-plain"],
+    );
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).expect("connecting");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a timeout");
+        s
+    };
+    let read_all = |s: &mut std::net::TcpStream| {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // A line that never ends.
+    let mut a = connect();
+    a.write_all(&[b'x'; 4096]).expect("writing");
+    let said = read_all(&mut a);
+    assert!(
+        said.contains("* BYE a line longer than 2048 bytes"),
+        "{said}"
+    );
+    // A literal over the limit.
+    let mut b = connect();
+    b.write_all(b"a1 APPEND INBOX {5000}\r\n").expect("writing");
+    let said = read_all(&mut b);
+    assert!(
+        said.contains("* BYE a literal of 5000 bytes; at most 1000"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = proxy.log();
+    assert!(log.contains("cutting off client 127.0.0.1:"), "{log}");
+    assert!(log.contains("a line longer than 2048 bytes"), "{log}");
+    // Two connections are allowed; the third is turned away, and the proxy still works.
+    let mut held = [connect(), connect()];
+    for h in held.iter_mut() {
+        let mut greeting = [0u8; 16];
+        h.read_exact(&mut greeting).expect("a greeting");
+        assert_eq!(&greeting[..4], b"* OK");
+    }
+    let mut third = connect();
+    let said = read_all(&mut third);
+    assert!(
+        said.starts_with("* BYE [UNAVAILABLE] too many connections"),
+        "{said}"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = append(proxy.port, "Still serving", 10);
+    assert_eq!(ok["reply"].str(), Some("OK"), "{ok:?}");
 }

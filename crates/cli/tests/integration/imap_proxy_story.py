@@ -7,6 +7,7 @@ Usage:
   imap_proxy_story.py story HOST PORT          the whole story (see below)
   imap_proxy_story.py append HOST PORT SUBJECT SIZE   alice appends one message; prints the reply
   imap_proxy_story.py idle HOST PORT           alice IDLEs while a second session appends
+  imap_proxy_story.py tls HOST PORT CAFILE     alice logs in over implicit TLS and selects INBOX
 
 Only the volatile parts of a transcript are normalised, each by a narrow pattern: UIDVALIDITY
 values (and the UIDVALIDITY inside APPENDUID/COPYUID), which Dovecot derives from the clock
@@ -159,12 +160,24 @@ def idle(host, port):
     print("idle complete")
 
 
+def tls(host, port, cafile):
+    import ssl
+    ctx = ssl.create_default_context(cafile=cafile)
+    a = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=60)
+    check("login", a.login("alice", "alicepw"))
+    check("select", a.select("INBOX"))
+    a.logout()
+    print("tls complete")
+
+
 if __name__ == "__main__":
     cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if cmd == "story":
         story(host, port)
     elif cmd == "append":
         append(host, port, sys.argv[4], sys.argv[5])
+    elif cmd == "tls":
+        tls(host, port, sys.argv[4])
     elif cmd == "idle":
         idle(host, port)
     else:
