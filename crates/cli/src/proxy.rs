@@ -423,3 +423,56 @@ async fn shutdown() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(op: &str, result: &str) -> Observation {
+        let text = format!(
+            r#"{{"time":"2026-11-24T10:00:00Z","operation":"{op}","result":"{result}","reason":"outcome unknown: the proxy stopped before the server replied to this command","mailbox":"alice","actor":"alice","provenance":{{"source":"imap-proxy"}}}}"#
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_journal_left_behind_becomes_records_of_unknown_outcome() {
+        let mut left = Journal::default();
+        let mut done = obs("MessageBind", "Succeeded");
+        done.reason = None;
+        left.entries.insert(
+            "7".into(),
+            Entry {
+                observation: obs("Create", "Failed"),
+                done: false,
+            },
+        );
+        left.entries.insert(
+            "8".into(),
+            Entry {
+                observation: done.clone(),
+                done: true,
+            },
+        );
+        let text = serde_json::to_string(&left).unwrap();
+        let j = Journal::recover(&text);
+        let got: Vec<&Entry> = j.entries.values().collect();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|e| e.done));
+        let create = got
+            .iter()
+            .find(|e| e.observation.operation.as_str() == "Create")
+            .unwrap();
+        assert_eq!(create.observation.result, OperationResult::Failed);
+        assert!(create
+            .observation
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("outcome unknown")));
+        // A finished record is kept as it was.
+        assert!(got.iter().any(|e| e.observation == done));
+        assert!(j.entries.keys().all(|k| k.starts_with("recovered-")));
+        assert!(Journal::recover("").entries.is_empty());
+        assert!(Journal::recover("{not json").entries.is_empty());
+    }
+}

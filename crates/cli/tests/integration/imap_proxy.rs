@@ -491,6 +491,35 @@ fn imap_proxy_fails_closed_when_the_store_cannot_be_written() {
         proxy.log()
     );
 
+    // The explicit opt-out forwards what it cannot record, and says so.
+    let pass_data = audit_everything();
+    let pass = Proxy::start(
+        pass_data.path(),
+        dovecot.imap,
+        &["--upstream-plain", "--on-audit-failure", "pass"],
+    );
+    {
+        let _frozen = Immutable::new(pass_data.path());
+        let r = append(pass.port, "Passed unrecorded", 100);
+        assert_eq!(r["reply"].str(), Some("OK"), "{r:?}\n{}", pass.log());
+    }
+    assert_eq!(count_in_dovecot(&dovecot, "Passed unrecorded"), 1);
+    assert!(
+        pass.log()
+            .contains("forwarding it anyway (--on-audit-failure=pass)"),
+        "{}",
+        pass.log()
+    );
+    // Its finished records were kept in memory and are written once the store is back.
+    let late = proxy_records(pass_data.path(), 3);
+    assert!(
+        late.iter().any(|r| r["operation"].str() == Some("Create")
+            && r["items"].arr().first().and_then(|i| i["subject"].str())
+                == Some("Passed unrecorded")),
+        "{:#?}",
+        late.iter().map(brief).collect::<Vec<_>>()
+    );
+
     // Writable again: commands pass and are recorded.
     let ok = append(proxy.port, "After the outage", 100);
     assert_eq!(ok["reply"].str(), Some("OK"), "{ok:?}\n{}", proxy.log());
