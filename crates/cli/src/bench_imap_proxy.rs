@@ -38,8 +38,12 @@ pub struct BenchImapProxyArgs {
     #[arg(long, default_value_t = 2_000)]
     commands: usize,
     /// Whole-folder fetches per path (the best is reported).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Also time mbsync (Debian package isync) pulling the whole folder into a fresh Maildir,
+    /// directly and through the proxy.
+    #[arg(long)]
+    mbsync: bool,
     /// Where the proxy's records go (created fresh).
     #[arg(long, default_value = "./mailaudit-bench-imap-proxy")]
     dir: PathBuf,
@@ -256,6 +260,23 @@ pub fn run(args: BenchImapProxyArgs) -> Result<i32> {
         best[1],
         100.0 * best[1] / best[0]
     );
+    if args.mbsync {
+        let mut best = [f64::MAX; 2];
+        for _ in 0..args.rounds.max(1) {
+            for (i, addr) in [&args.upstream, &proxy_addr].into_iter().enumerate() {
+                best[i] = best[i].min(mbsync_pull(addr, &args)?);
+            }
+        }
+        let mb = (args.messages * args.size) as f64 / 1e6;
+        println!(
+            "mbsync pull          direct {:8.1} MB/s   proxy {:8.1} MB/s   ratio {:5.1}%   ({:.1} s vs {:.1} s)",
+            mb / best[0],
+            mb / best[1],
+            100.0 * best[0] / best[1],
+            best[0],
+            best[1]
+        );
+    }
     // Latency of small commands.
     let kinds = [
         ("NOOP", "NOOP".to_string()),
@@ -292,4 +313,44 @@ pub fn run(args: BenchImapProxyArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Seconds mbsync takes to pull the whole folder into a fresh Maildir.
+fn mbsync_pull(addr: &str, args: &BenchImapProxyArgs) -> Result<f64> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr}: expected host:port"))?;
+    let dir = std::env::temp_dir().join(format!("mailaudit-bench-mbsync-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(dir.join("mail"))?;
+    let conf = dir.join("mbsyncrc");
+    std::fs::write(
+        &conf,
+        format!(
+            "IMAPAccount bench\nHost {host}\nPort {port}\nUser {}\nPass {}\nSSLType None\nAuthMechs LOGIN\nPipelineDepth 50\n\n\
+             IMAPStore remote\nAccount bench\n\n\
+             MaildirStore local\nPath {d}/mail/\nInbox {d}/mail/INBOX\n\n\
+             Channel bench\nFar :remote:{}\nNear :local:bench\nSyncState *\nCreate Near\nSync Pull\nExpunge None\n",
+            args.user,
+            args.password,
+            args.folder,
+            d = dir.display()
+        ),
+    )?;
+    let start = Instant::now();
+    let out = std::process::Command::new("mbsync")
+        .arg("-q")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-a")
+        .output()
+        .context("running mbsync (Debian package isync)")?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("mbsync failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(secs)
 }

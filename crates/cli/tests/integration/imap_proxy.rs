@@ -925,3 +925,50 @@ fn imap_proxy_cuts_off_an_abusive_client_and_caps_connections() {
     let ok = append(proxy.port, "Still serving", 10);
     assert_eq!(ok["reply"].str(), Some("OK"), "{ok:?}");
 }
+
+#[test]
+fn imap_proxy_reads_a_compressed_session_and_passes_it_unchanged() {
+    let dovecot = started_dovecot();
+    // COMPRESS=DEFLATE needs Dovecot's imap_zlib plugin.
+    let mut conf = std::fs::read_to_string(&dovecot.conf).expect("reading dovecot.conf");
+    conf.push_str(
+        "\nprotocol imap {\n  mail_plugins = acl mail_log notify imap_acl zlib imap_zlib\n}\n",
+    );
+    std::fs::write(&dovecot.conf, conf).expect("writing dovecot.conf");
+    dovecot.doveadm(&["reload"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = append(dovecot.imap, "Squeezed", 5000);
+    assert_eq!(r["reply"].str(), Some("OK"));
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+
+    let (want, _) = run_story(&["compress", "127.0.0.1", &dovecot.imap.to_string()]);
+    let (got, out) = run_story(&["compress", "127.0.0.1", &proxy.port.to_string()]);
+    assert!(out.contains("compress complete"), "{out}\n{}", proxy.log());
+    assert_eq!(want.len(), 1);
+    assert!(want[0].1.contains("COMPRESS") && want[0].1.contains("Subject: Squeezed"));
+    assert_eq!(
+        want, got,
+        "the client received different bytes through the proxy"
+    );
+
+    let records = proxy_records(data.path(), 4);
+    let shown: Vec<String> = records.iter().map(brief).collect();
+    let ops: Vec<&str> = records
+        .iter()
+        .map(|r| r["operation"].str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        ops,
+        ["MailboxLogin", "FolderBind", "MessageBind", "MailboxLogout"],
+        "{shown:#?}"
+    );
+    field(&records[1], &["folder"], Some("INBOX"));
+    item(
+        &records[2],
+        0,
+        1,
+        Some("<big@example.org>"),
+        Some("Squeezed"),
+    );
+}

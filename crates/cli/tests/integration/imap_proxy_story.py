@@ -7,6 +7,7 @@ Usage:
   imap_proxy_story.py story HOST PORT          the whole story (see below)
   imap_proxy_story.py append HOST PORT SUBJECT SIZE   alice appends one message; prints the reply
   imap_proxy_story.py idle HOST PORT           alice IDLEs while a second session appends
+  imap_proxy_story.py compress HOST PORT        alice reads message 1 after COMPRESS DEFLATE
   imap_proxy_story.py tls HOST PORT CAFILE     alice logs in over implicit TLS and selects INBOX
 
 Only the volatile parts of a transcript are normalised, each by a narrow pattern: UIDVALIDITY
@@ -160,6 +161,46 @@ def idle(host, port):
     print("idle complete")
 
 
+def compress(host, port):
+    """COMPRESS=DEFLATE (RFC 4978) by hand: imaplib has no support for it."""
+    import zlib
+    s = socket.create_connection((host, port), timeout=60)
+    f = s.makefile("rb")
+    got = bytearray()
+
+    def until(tag):
+        while True:
+            line = f.readline()
+            got.extend(line)
+            if not line or line.startswith(tag):
+                return line
+
+    until(b"*")
+    s.sendall(b"c1 LOGIN alice alicepw\r\n")
+    until(b"c1 ")
+    s.sendall(b"c2 COMPRESS DEFLATE\r\n")
+    if b" OK" not in until(b"c2 "):
+        raise SystemExit(f"COMPRESS refused: {bytes(got)!r}")
+    out = zlib.compressobj(wbits=-15)
+    inp = zlib.decompressobj(wbits=-15)
+    plain = bytearray()
+
+    def zcommand(tag, cmd):
+        s.sendall(out.compress(tag + b" " + cmd + b"\r\n") + out.flush(zlib.Z_SYNC_FLUSH))
+        while not re.search(rb"(^|\n)" + tag + rb" [A-Z]+[^\n]*\n", bytes(plain)):
+            data = s.recv(65536)
+            if not data:
+                raise SystemExit(f"connection closed during {cmd!r}: {bytes(plain)!r}")
+            plain.extend(inp.decompress(data))
+
+    # EXAMINE: a read-only session leaves \\Recent to the next one, so both runs see the same.
+    zcommand(b"c3", b"EXAMINE INBOX")
+    zcommand(b"c4", b"UID FETCH 1 (BODY.PEEK[])")
+    zcommand(b"c5", b"LOGOUT")
+    print(json.dumps({"session": "compress", "transcript": normalise(bytes(got) + bytes(plain))}))
+    print("compress complete")
+
+
 def tls(host, port, cafile):
     import ssl
     ctx = ssl.create_default_context(cafile=cafile)
@@ -176,6 +217,8 @@ if __name__ == "__main__":
         story(host, port)
     elif cmd == "append":
         append(host, port, sys.argv[4], sys.argv[5])
+    elif cmd == "compress":
+        compress(host, port)
     elif cmd == "tls":
         tls(host, port, sys.argv[4])
     elif cmd == "idle":

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -338,17 +338,21 @@ impl<S: AuditSink> ProxyServer<S> {
             .await
             .map_err(|e| e.to_string())?;
         let (up_r, mut up_w) = tokio::io::split(upstream);
-        let session = Arc::new(Mutex::new(Session::new(
-            self.config.clone(),
-            ConnInfo {
-                ip: Some(peer.ip()),
-                port: Some(peer.port()),
-                tls,
-                id: id.clone(),
-            },
-        )));
+        let session = Arc::new(Mutex::new(
+            Session::new(
+                self.config.clone(),
+                ConnInfo {
+                    ip: Some(peer.ip()),
+                    port: Some(peer.port()),
+                    tls,
+                    id: id.clone(),
+                },
+            )
+            .with_compression(),
+        ));
         let intents: Arc<Mutex<HashMap<String, IntentId>>> = Arc::default();
         let (inject_tx, inject_rx) = mpsc::unbounded_channel::<Inject>();
+        let compressed = Arc::new(AtomicBool::new(false));
         let s2c = tokio::spawn(server_to_client(
             self.clone(),
             up_r,
@@ -356,6 +360,7 @@ impl<S: AuditSink> ProxyServer<S> {
             session.clone(),
             intents.clone(),
             inject_rx,
+            compressed.clone(),
         ));
         let c2s = self
             .client_to_server(
@@ -364,6 +369,7 @@ impl<S: AuditSink> ProxyServer<S> {
                 &session,
                 &intents,
                 &inject_tx,
+                &compressed,
                 &id,
                 peer,
             )
@@ -422,6 +428,7 @@ impl<S: AuditSink> ProxyServer<S> {
         session: &Mutex<Session>,
         intents: &Mutex<HashMap<String, IntentId>>,
         inject: &mpsc::UnboundedSender<Inject>,
+        compressed: &AtomicBool,
         conn: &str,
         peer: SocketAddr,
     ) -> Result<(), String> {
@@ -431,6 +438,7 @@ impl<S: AuditSink> ProxyServer<S> {
         let mut held: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut discard = false;
+        let mut inflater: Option<Inflater> = None;
         loop {
             let n =
                 match tokio::time::timeout(self.limits.idle_timeout, client.read(&mut buf)).await {
@@ -445,6 +453,67 @@ impl<S: AuditSink> ProxyServer<S> {
                     Ok(Ok(n)) => n,
                 };
             let chunk = &buf[..n];
+            if inflater.is_none() && compressed.load(Ordering::Acquire) {
+                inflater = Some(Inflater::new());
+            }
+            if let Some(z) = inflater.as_mut() {
+                // Compressed: the raw chunk is forwarded whole once every command that
+                // ends in it is cleared (a server acts on a command only once its line is
+                // complete, so earlier parts of it may already have passed).
+                let mut input = chunk;
+                while let Some(plain) = z.next(&mut input).map_err(|e| {
+                    format!("the client's compressed stream is not valid deflate data ({e})")
+                })? {
+                    events.clear();
+                    framer.push(plain, &mut events).map_err(|e| e.to_string())?;
+                    for ev in events.drain(..) {
+                        match ev {
+                            FrameEvent::Head { line, .. } => {
+                                let action = lock(session).client_head(&line, Timestamp::now());
+                                match action {
+                                    HeadAction::Forward => {}
+                                    HeadAction::Refuse { tag, .. } => {
+                                        return Err(format!("refusing command {tag}; a compressed connection cannot be answered, so it is closed"));
+                                    }
+                                    HeadAction::Hold { tag, intent } => {
+                                        let id = self.next_intent.fetch_add(1, Ordering::Relaxed);
+                                        match self.sink.begin(id, *intent).await {
+                                            Ok(()) => {
+                                                lock(intents).insert(tag, id);
+                                            }
+                                            Err(e) => {
+                                                self.stats
+                                                    .audit_failures
+                                                    .fetch_add(1, Ordering::Relaxed);
+                                                if self.on_failure == AuditFailure::Pass {
+                                                    tracing::error!("connection {conn} ({peer}): the audit log cannot record command {tag} ({e}); forwarding it anyway (--on-audit-failure=pass)");
+                                                } else {
+                                                    return Err(format!("refusing command {tag}: the audit log cannot record it ({e}); a compressed connection cannot be answered, so it is closed"));
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            FrameEvent::Message {
+                                copy,
+                                literal_bytes,
+                                ..
+                            } => {
+                                lock(session).client_message(
+                                    &copy,
+                                    literal_bytes,
+                                    Timestamp::now(),
+                                );
+                            }
+                        }
+                    }
+                }
+                up.write_all(chunk)
+                    .await
+                    .map_err(|e| format!("writing to the server: {e}"))?;
+                continue;
+            }
             events.clear();
             if let Err(e) = framer.push(chunk, &mut events) {
                 return Err(e.to_string());
@@ -558,6 +627,7 @@ async fn server_to_client<S: AuditSink>(
     session: Arc<Mutex<Session>>,
     intents: Arc<Mutex<HashMap<String, IntentId>>>,
     mut inject: mpsc::UnboundedReceiver<Inject>,
+    compressed: Arc<AtomicBool>,
 ) {
     // Server replies may be large (a whole message); the copy keeps a bounded part.
     let limits = FrameLimits {
@@ -571,10 +641,31 @@ async fn server_to_client<S: AuditSink>(
     let mut queued: Vec<Vec<u8>> = Vec::new();
     let mut inject_open = true;
     let mut parse = true;
+    let mut inflater: Option<Inflater> = None;
+    let complete = |completions: Vec<crate::session::Completion>| {
+        let mut starts = false;
+        for c in completions {
+            starts |= c.starts_compression;
+            let held = lock(&intents).remove(&c.tag);
+            let id = match (held, &c.observation) {
+                (Some(id), _) => id,
+                // Recordable only once parsed whole (rare): no intent was held.
+                (None, Some(_)) => proxy.next_intent.fetch_add(1, Ordering::Relaxed),
+                (None, None) => continue,
+            };
+            let sink = proxy.sink.clone();
+            tokio::spawn(async move { sink.finish(id, c.observation).await });
+        }
+        starts
+    };
     loop {
         tokio::select! {
             msg = inject.recv(), if inject_open => match msg {
                 Some(Inject::Reply(bytes)) => {
+                    if inflater.is_some() {
+                        // Nothing plain can be written into a compressed stream.
+                        continue;
+                    }
                     if framer.at_boundary() {
                         if client.write_all(&bytes).await.is_err() { return; }
                     } else {
@@ -582,7 +673,7 @@ async fn server_to_client<S: AuditSink>(
                     }
                 }
                 Some(Inject::Close(bytes)) => {
-                    if framer.at_boundary() {
+                    if framer.at_boundary() && inflater.is_none() {
                         let _ = client.write_all(&bytes).await;
                     }
                     let _ = client.shutdown().await;
@@ -599,41 +690,61 @@ async fn server_to_client<S: AuditSink>(
                     Ok(n) => n,
                 };
                 let chunk = &buf[..n];
-                events.clear();
-                if parse {
-                    if let Err(e) = framer.push(chunk, &mut events) {
-                        // The server's bytes still pass; only the audit of them stops.
-                        tracing::error!("the server's reply cannot be framed ({e}); no further commands of this connection are audited");
-                        parse = false;
-                    }
-                }
                 let mut pos = 0;
-                for ev in events.drain(..) {
-                    let FrameEvent::Message { end, copy, .. } = ev else { continue };
-                    let completions = lock(&session).server_message(&copy, Timestamp::now());
-                    for c in completions {
-                        let held = lock(&intents).remove(&c.tag);
-                        match held {
-                            Some(id) => {
-                                let sink = proxy.sink.clone();
-                                tokio::spawn(async move { sink.finish(id, c.observation).await });
-                            }
-                            None => {
-                                if let Some(obs) = c.observation {
-                                    // Recordable only once parsed whole (rare): no intent
-                                    // was held, so record it now.
-                                    let id = proxy.next_intent.fetch_add(1, Ordering::Relaxed);
-                                    let sink = proxy.sink.clone();
-                                    tokio::spawn(async move { sink.finish(id, Some(obs)).await });
-                                }
-                            }
+                let mut compressed_from = None;
+                if inflater.is_none() {
+                    events.clear();
+                    if parse {
+                        if let Err(e) = framer.push(chunk, &mut events) {
+                            // The server's bytes still pass; only the audit of them stops.
+                            tracing::error!("the server's reply cannot be framed ({e}); no further commands of this connection are audited");
+                            parse = false;
                         }
                     }
-                    if !queued.is_empty() {
-                        if client.write_all(&chunk[pos..end]).await.is_err() { return; }
-                        pos = end;
-                        for q in queued.drain(..) {
-                            if client.write_all(&q).await.is_err() { return; }
+                    for ev in events.drain(..) {
+                        let FrameEvent::Message { end, copy, .. } = ev else { continue };
+                        let completions = lock(&session).server_message(&copy, Timestamp::now());
+                        let starts = complete(completions);
+                        if !queued.is_empty() {
+                            if client.write_all(&chunk[pos..end]).await.is_err() { return; }
+                            pos = end;
+                            for q in queued.drain(..) {
+                                if client.write_all(&q).await.is_err() { return; }
+                            }
+                        }
+                        if starts {
+                            // Set before the OK reaches the client: its next bytes are
+                            // compressed, and so is the rest of this chunk.
+                            compressed.store(true, Ordering::Release);
+                            compressed_from = Some(end);
+                            inflater = Some(Inflater::new());
+                            framer = Framer::new(limits);
+                            queued.clear();
+                            break;
+                        }
+                    }
+                }
+                if let (Some(z), true) = (inflater.as_mut(), parse) {
+                    let mut input = &chunk[compressed_from.unwrap_or(0)..];
+                    loop {
+                        let plain = match z.next(&mut input) {
+                            Ok(Some(p)) => p,
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::error!("the server's compressed stream cannot be inflated ({e}); no further commands of this connection are audited");
+                                parse = false;
+                                break;
+                            }
+                        };
+                        events.clear();
+                        if let Err(e) = framer.push(plain, &mut events) {
+                            tracing::error!("the server's reply cannot be framed ({e}); no further commands of this connection are audited");
+                            parse = false;
+                        }
+                        for ev in events.drain(..) {
+                            let FrameEvent::Message { copy, .. } = ev else { continue };
+                            let completions = lock(&session).server_message(&copy, Timestamp::now());
+                            complete(completions);
                         }
                     }
                 }
@@ -642,6 +753,39 @@ async fn server_to_client<S: AuditSink>(
                 }
             }
         }
+    }
+}
+
+/// Raw deflate (RFC 4978 COMPRESS=DEFLATE), inflated a bounded piece at a time so that a
+/// small input cannot make the proxy hold a huge output.
+struct Inflater {
+    z: flate2::Decompress,
+    out: Vec<u8>,
+}
+
+impl Inflater {
+    const PIECE: usize = 64 * 1024;
+
+    fn new() -> Self {
+        Inflater {
+            z: flate2::Decompress::new(false),
+            out: Vec::with_capacity(Self::PIECE),
+        }
+    }
+
+    /// The next piece of output from `input` (advanced past what was consumed); none when
+    /// `input` is used up and nothing is pending.
+    fn next(&mut self, input: &mut &[u8]) -> Result<Option<&[u8]>, flate2::DecompressError> {
+        self.out.clear();
+        let before = self.z.total_in();
+        self.z
+            .decompress_vec(input, &mut self.out, flate2::FlushDecompress::Sync)?;
+        let used = usize::try_from(self.z.total_in() - before).unwrap_or(input.len());
+        *input = input.get(used..).unwrap_or_default();
+        if self.out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(&self.out))
     }
 }
 

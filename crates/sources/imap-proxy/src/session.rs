@@ -74,6 +74,8 @@ pub enum HeadAction {
 pub struct Completion {
     pub tag: String,
     pub observation: Option<Observation>,
+    /// A COMPRESS the server accepted: both directions are raw deflate after this reply.
+    pub starts_compression: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,6 +142,8 @@ pub struct Session {
     shared_prefixes: Vec<String>,
     client_name: Option<String>,
     stats: SessionStats,
+    /// The caller inflates a compressed stream, so COMPRESS may be forwarded.
+    inflates: bool,
 }
 
 impl Session {
@@ -162,7 +166,15 @@ impl Session {
             shared_prefixes: Vec::new(),
             client_name: None,
             stats: SessionStats::default(),
+            inflates: false,
         }
+    }
+
+    /// Lets COMPRESS through: the caller inflates a copy of both directions once the server
+    /// accepts it (`Completion::starts_compression`).
+    pub fn with_compression(mut self) -> Self {
+        self.inflates = true;
+        self
     }
 
     pub fn stats(&self) -> SessionStats {
@@ -183,7 +195,7 @@ impl Session {
         let Some(head) = names::head(line) else {
             return HeadAction::Forward;
         };
-        if head.kind == Kind::Compress {
+        if head.kind == Kind::Compress && !self.inflates {
             // Compressed bytes could not be parsed, so the proxy does not let compression
             // start (docs/imap-proxy.md).
             return HeadAction::Refuse {
@@ -698,6 +710,7 @@ impl Session {
         Some(Completion {
             tag: tag.to_string(),
             observation: obs,
+            starts_compression: ok && p.head.kind == Kind::Compress,
         })
     }
 
@@ -1255,7 +1268,7 @@ mod tests {
     }
 
     #[test]
-    fn starttls_and_compress_are_refused_not_forwarded() {
+    fn starttls_and_compress_without_inflation_are_refused_not_forwarded() {
         let mut s = session();
         for cmd in [&b"a STARTTLS\r\n"[..], b"b COMPRESS DEFLATE\r\n"] {
             match s.client_head(cmd, now()) {
