@@ -193,7 +193,7 @@ def compress(host, port):
                 raise SystemExit(f"connection closed during {cmd!r}: {bytes(plain)!r}")
             plain.extend(inp.decompress(data))
 
-    # EXAMINE: a read-only session leaves \\Recent to the next one, so both runs see the same.
+    # EXAMINE: a read-only session leaves \Recent to the next one, so both runs see the same.
     zcommand(b"c3", b"EXAMINE INBOX")
     zcommand(b"c4", b"UID FETCH 1 (BODY.PEEK[])")
     zcommand(b"c5", b"LOGOUT")
