@@ -27,6 +27,9 @@ pub struct FrameLimits {
     pub max_literal: u64,
     /// How much of each literal the compact copy keeps (headers live at the start).
     pub keep_literal: usize,
+    /// Keep a literal only up to its first blank line (the end of a message header): all
+    /// the audit reads of a message, and most of the parsing cost saved on large fetches.
+    pub header_only: bool,
 }
 
 impl Default for FrameLimits {
@@ -35,6 +38,7 @@ impl Default for FrameLimits {
             max_line: 64 * 1024,
             max_literal: 64 * 1024 * 1024,
             keep_literal: 64 * 1024,
+            header_only: true,
         }
     }
 }
@@ -76,6 +80,12 @@ pub struct Framer {
     truncated: bool,
     /// Kept bytes of the literal being read, and how many the copy still takes.
     keep_left: usize,
+    /// Where the current literal's announcement and data start in `copy`, the length it
+    /// announces there, and whether it is non-synchronising.
+    announce_at: usize,
+    literal_at: usize,
+    announced: usize,
+    plus: bool,
 }
 
 impl Framer {
@@ -88,6 +98,10 @@ impl Framer {
             literal_bytes: 0,
             truncated: false,
             keep_left: 0,
+            announce_at: 0,
+            literal_at: 0,
+            announced: 0,
+            plus: false,
         }
     }
 
@@ -121,11 +135,22 @@ impl Framer {
                 State::Literal { left } => {
                     let take = (data.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
                     let keep = take.min(self.keep_left);
-                    self.copy.extend_from_slice(&data[i..i + keep]);
-                    self.keep_left -= keep;
+                    if keep > 0 {
+                        let from = self.copy.len().saturating_sub(3).max(self.literal_at);
+                        self.copy.extend_from_slice(&data[i..i + keep]);
+                        self.keep_left -= keep;
+                        if self.limits.header_only {
+                            if let Some(p) = find_blank_line(&self.copy[from..]) {
+                                self.copy.truncate(from + p);
+                                self.keep_left = 0;
+                                self.truncated = true;
+                            }
+                        }
+                    }
                     i += take;
                     let left = left - take as u64;
                     self.state = if left == 0 {
+                        self.reannounce();
                         State::Line { first: false }
                     } else {
                         State::Literal { left }
@@ -177,9 +202,13 @@ impl Framer {
                 }
                 // The copy announces what it keeps, so the codec sees a well-formed message.
                 self.copy.extend_from_slice(&line[..at]);
+                self.announce_at = self.copy.len();
                 self.copy.extend_from_slice(
                     format!("{{{keep}{}}}\r\n", if plus { "+" } else { "" }).as_bytes(),
                 );
+                self.literal_at = self.copy.len();
+                self.announced = keep;
+                self.plus = plus;
                 if first {
                     events.push(FrameEvent::Head {
                         end,
@@ -212,6 +241,32 @@ impl Framer {
             }
         }
         Ok(())
+    }
+}
+
+impl Framer {
+    /// A literal cut at its header's end announces the length it kept.
+    fn reannounce(&mut self) {
+        let kept = self.copy.len().saturating_sub(self.literal_at);
+        if kept == self.announced || self.literal_at > self.copy.len() {
+            return;
+        }
+        let text = format!("{{{kept}{}}}\r\n", if self.plus { "+" } else { "" });
+        self.copy
+            .splice(self.announce_at..self.literal_at, text.into_bytes());
+    }
+}
+
+/// The end (after the empty line) of a header block: `\r\n\r\n` or `\n\n`.
+fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -274,6 +329,7 @@ mod tests {
     fn big_literals_are_kept_short_and_reannounced() {
         let limits = FrameLimits {
             keep_literal: 4,
+            header_only: false,
             ..FrameLimits::default()
         };
         let ev = frames(
@@ -292,11 +348,41 @@ mod tests {
     }
 
     #[test]
+    fn a_message_literal_is_kept_to_the_end_of_its_header() {
+        let body = b"Subject: x\r\n\r\nbody body body";
+        let mut stream = format!("* 1 FETCH (BODY[] {{{}}}\r\n", body.len()).into_bytes();
+        stream.extend_from_slice(body);
+        stream.extend_from_slice(b" UID 3)\r\n");
+        for cut in 0..stream.len() {
+            let ev = frames(FrameLimits::default(), &[&stream[..cut], &stream[cut..]]);
+            let Some(FrameEvent::Message {
+                copy,
+                literal_bytes,
+                truncated,
+                ..
+            }) = ev.last()
+            else {
+                panic!("no message at cut {cut}: {ev:?}");
+            };
+            assert_eq!(
+                (copy.as_slice(), *literal_bytes, *truncated),
+                (
+                    &b"* 1 FETCH (BODY[] {14}\r\nSubject: x\r\n\r\n UID 3)\r\n"[..],
+                    body.len() as u64,
+                    true
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn limits_cut_off() {
         let limits = FrameLimits {
             max_line: 8,
             max_literal: 3,
             keep_literal: 3,
+            header_only: true,
         };
         let mut f = Framer::new(limits);
         assert!(matches!(

@@ -633,7 +633,7 @@ async fn server_to_client<S: AuditSink>(
     let limits = FrameLimits {
         max_line: proxy.limits.frame.max_line.max(1 << 20),
         max_literal: u64::MAX,
-        keep_literal: proxy.limits.frame.keep_literal,
+        ..proxy.limits.frame
     };
     let mut framer = Framer::new(limits);
     let mut buf = vec![0u8; 256 * 1024];

@@ -122,9 +122,10 @@ proptest! {
         edits in prop::collection::vec((0usize..4096, any::<u8>(), any::<u8>()), 0..6),
         cuts in prop::collection::vec(0usize..8192, 0..12),
         keep in 1usize..64,
+        header_only in any::<bool>(),
     ) {
         let bytes = mutate(stream(CLIENT, &picks), &edits);
-        let limits = FrameLimits { max_line: 1 << 16, max_literal: 1 << 20, keep_literal: keep };
+        let limits = FrameLimits { max_line: 1 << 16, max_literal: 1 << 20, keep_literal: keep, header_only };
         let whole = frame(&bytes, &[], limits);
         let split = frame(&bytes, &cuts, limits);
         prop_assert_eq!(&whole, &split);
@@ -144,7 +145,7 @@ proptest! {
         edits in prop::collection::vec((0usize..4096, any::<u8>(), any::<u8>()), 0..8),
         noise in prop::collection::vec(any::<u8>(), 0..64),
     ) {
-        let limits = FrameLimits { max_line: 1 << 16, max_literal: 1 << 20, keep_literal: 48 };
+        let limits = FrameLimits { max_line: 1 << 16, max_literal: 1 << 20, keep_literal: 48, header_only: true };
         let mut s = session();
         let mut c = mutate(stream(CLIENT, &client), &edits);
         c.extend_from_slice(&noise);
