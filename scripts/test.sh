@@ -26,10 +26,23 @@ command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 # mbsync syncs a mailbox through the IMAP proxy; openssl makes its test certificates.
 command -v mbsync >/dev/null 2>&1 || missing+=(isync)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# Cyrus, the IMAP proxy's second real upstream (cyrus-imapd itself is unpacked below).
+[ -x /usr/sbin/cyrmaster ] || missing+=(cyrus-common)
+command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+# cyrus-imapd conflicts with dovecot-imapd (both provide imap-server): unpack its package
+# instead of installing it; the tests run its imapd under cyrus-common's cyrmaster.
+if [ ! -x /usr/lib/cyrus/bin/imapd ] && [ ! -x /opt/cyrus-imapd/usr/lib/cyrus/bin/imapd ]; then
+  echo "unpacking cyrus-imapd into /opt/cyrus-imapd"
+  deb_dir=$(mktemp -d)
+  sudo_if_needed apt-get update -qq
+  (cd "$deb_dir" && apt-get download -qq cyrus-imapd 2>/dev/null \
+    && sudo_if_needed dpkg -x cyrus-imapd_*.deb /opt/cyrus-imapd)
+  rm -rf "$deb_dir"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -972,3 +972,187 @@ fn imap_proxy_reads_a_compressed_session_and_passes_it_unchanged() {
         Some("Squeezed"),
     );
 }
+
+/// Where Cyrus's imapd is: installed (cyrus-imapd), or unpacked from its Debian package into
+/// /opt/cyrus-imapd, since cyrus-imapd and dovecot-imapd conflict in Debian (both provide
+/// `imap-server`) and these tests need both (scripts/test.sh unpacks it).
+fn cyrus_imapd() -> std::path::PathBuf {
+    for p in [
+        "/usr/lib/cyrus/bin/imapd",
+        "/opt/cyrus-imapd/usr/lib/cyrus/bin/imapd",
+    ] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    panic!(
+        "Cyrus's imapd is not available: install cyrus-common and sasl2-bin, and unpack \
+         cyrus-imapd (`apt-get download cyrus-imapd && dpkg -x cyrus-imapd_*.deb \
+         /opt/cyrus-imapd`; it conflicts with dovecot-imapd); scripts/test.sh does this"
+    );
+}
+
+/// A Cyrus IMAP 3 of our own (Debian's packages) in a temporary directory, on a free
+/// loopback port, with the SASL user alice (password alicepw) whose INBOX and Trash are
+/// created at her first login. Stopped when dropped.
+struct Cyrus {
+    tmp: TempDir,
+    port: u16,
+}
+
+impl Cyrus {
+    fn start() -> Cyrus {
+        let imapd = cyrus_imapd();
+        let tmp = TempDir::new().expect("a temporary directory");
+        let root = tmp.path();
+        let p = |s: &str| root.join(s).display().to_string();
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("opening the directory to the cyrus user");
+        for d in ["conf", "spool", "run"] {
+            std::fs::create_dir_all(root.join(d)).expect("creating a directory");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        std::fs::write(
+            root.join("imapd.conf"),
+            format!(
+                "configdirectory: {conf}\npartition-default: {spool}\nadmins: cyrusadmin\n\
+                 allowplaintext: yes\nsasl_pwcheck_method: auxprop\nsasl_auxprop_plugin: sasldb\n\
+                 sasl_sasldb_path: {db}\nsasl_mech_list: PLAIN LOGIN\nautocreate_quota: 0\n\
+                 autocreate_inbox_folders: Trash\nautocreate_post: 1\nunixhierarchysep: yes\n\
+                 servername: localhost\nidlesocket: {run}/idle\nnotifysocket: {run}/notify\n\
+                 lmtpsocket: {run}/lmtp\nsyslog_prefix: mailaudit-test-cyrus\n",
+                conf = p("conf"),
+                spool = p("spool"),
+                db = p("sasldb2"),
+                run = p("run"),
+            ),
+        )
+        .expect("writing imapd.conf");
+        std::fs::write(
+            root.join("cyrus.conf"),
+            format!(
+                "START {{\n  recover cmd=\"ctl_cyrusdb -r -C {conf}\"\n}}\nSERVICES {{\n  imap cmd=\"{imapd} -C {conf}\" listen=\"127.0.0.1:{port}\" prefork=0\n}}\nEVENTS {{\n}}\n",
+                conf = p("imapd.conf"),
+                imapd = imapd.display(),
+            ),
+        )
+        .expect("writing cyrus.conf");
+        let mut pw = Command::new("sh");
+        pw.arg("-c").arg(format!(
+            "echo alicepw | saslpasswd2 -p -c -f {} -u localhost alice",
+            p("sasldb2")
+        ));
+        run(pw).ok();
+        let mut own = Command::new("chown");
+        own.args([
+            "-R",
+            "cyrus:mail",
+            &p("conf"),
+            &p("spool"),
+            &p("run"),
+            &p("sasldb2"),
+        ]);
+        run(own).ok();
+        let mut master = Command::new("/usr/sbin/cyrmaster");
+        master.args([
+            "-C",
+            &p("imapd.conf"),
+            "-M",
+            &p("cyrus.conf"),
+            "-p",
+            &p("run/master.pid"),
+            "-d",
+        ]);
+        run(master).ok();
+        let cyrus = Cyrus { tmp, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return cyrus;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Cyrus did not start listening on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Cyrus {
+    fn drop(&mut self) {
+        let pid =
+            std::fs::read_to_string(self.tmp.path().join("run/master.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<u32>() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            for _ in 0..100 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn imap_proxy_audits_cyrus_too() {
+    let direct = Cyrus::start();
+    let proxied = Cyrus::start();
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), proxied.port, &["--upstream-plain"]);
+    let (want, _) = run_story(&["cyrus", "127.0.0.1", &direct.port.to_string()]);
+    let (got, out) = run_story(&["cyrus", "127.0.0.1", &proxy.port.to_string()]);
+    assert!(out.contains("cyrus complete"), "{out}\n{}", proxy.log());
+    assert_eq!(want.len(), 1);
+    assert!(want[0].1.contains("Cyrus IMAP"), "{}", want[0].1);
+    assert_eq!(
+        want, got,
+        "the client received different bytes through the proxy"
+    );
+
+    let records = proxy_records(data.path(), 8);
+    let shown: Vec<String> = records.iter().map(brief).collect();
+    let ops: Vec<&str> = records
+        .iter()
+        .map(|r| r["operation"].str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "MailboxLogin",
+            "Create",
+            "Create",
+            "FolderBind",
+            "MessageBind",
+            "MoveToDeletedItems",
+            "SoftDelete",
+            "HardDelete",
+            "MailboxLogout"
+        ],
+        "{shown:#?}"
+    );
+    for r in &records {
+        field(r, &["actor"], Some("alice@example.com"));
+        field(r, &["mailbox"], Some("alice@example.com"));
+        field(r, &["logon_type"], Some("Owner"));
+        field(r, &["result"], Some("Succeeded"));
+    }
+    item(
+        &records[1],
+        0,
+        1,
+        Some("<q1@example.org>"),
+        Some("Quarterly numbers"),
+    );
+    item(
+        &records[4],
+        0,
+        1,
+        Some("<q1@example.org>"),
+        Some("Quarterly numbers"),
+    );
+    field(&records[5], &["folder"], Some("INBOX"));
+    field(&records[5], &["destination_folder"], Some("Trash"));
+    assert_eq!(records[5]["items"].arr()[0]["uid"].u64(), Some(2));
+    assert_eq!(records[7].param("expunged"), Some("1"));
+}

@@ -8,6 +8,7 @@ Usage:
   imap_proxy_story.py append HOST PORT SUBJECT SIZE   alice appends one message; prints the reply
   imap_proxy_story.py idle HOST PORT           alice IDLEs while a second session appends
   imap_proxy_story.py compress HOST PORT        alice reads message 1 after COMPRESS DEFLATE
+  imap_proxy_story.py cyrus HOST PORT           the owner's story against Cyrus
   imap_proxy_story.py tls HOST PORT CAFILE     alice logs in over implicit TLS and selects INBOX
 
 Only the volatile parts of a transcript are normalised, each by a narrow pattern: UIDVALIDITY
@@ -53,6 +54,9 @@ def normalise(data):
     text = re.sub(r"UIDVALIDITY \d+", "UIDVALIDITY N", text)
     text = re.sub(r"(APPENDUID|COPYUID) \d+", r"\1 N", text)
     text = re.sub(r"\(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "(T secs)", text)
+    # Cyrus: a session id, and a mailbox id drawn at random when the mailbox is created.
+    text = re.sub(r"SESSIONID=<[^>]*>", "SESSIONID=<S>", text)
+    text = re.sub(r"MAILBOXID \([^)]*\)", "MAILBOXID (M)", text)
     return text
 
 
@@ -201,6 +205,24 @@ def compress(host, port):
     print("compress complete")
 
 
+def cyrus(host, port):
+    """Owner login, append, read, move to Trash, delete and expunge, against Cyrus."""
+    a = Recording(host, port)
+    check("login", a.login("alice", "alicepw"))
+    for subject, msgid in [("Quarterly numbers", "<q1@example.org>"), ("Lunch", "<l2@example.org>")]:
+        check("append", a.append("INBOX", None, None, message(subject, msgid)))
+    check("select", a.select("INBOX"))
+    data = check("fetch", a.uid("FETCH", "1", "(BODY.PEEK[])"))
+    if b"Quarterly numbers" not in data[0][1]:
+        raise SystemExit(f"fetch returned {data!r}")
+    check("move", a.uid("MOVE", "2", "Trash"))
+    check("store", a.uid("STORE", "1", "+FLAGS", "(\\Deleted)"))
+    check("expunge", a.expunge())
+    a.logout()
+    show("cyrus", a)
+    print("cyrus complete")
+
+
 def tls(host, port, cafile):
     import ssl
     ctx = ssl.create_default_context(cafile=cafile)
@@ -219,6 +241,8 @@ if __name__ == "__main__":
         append(host, port, sys.argv[4], sys.argv[5])
     elif cmd == "compress":
         compress(host, port)
+    elif cmd == "cyrus":
+        cyrus(host, port)
     elif cmd == "tls":
         tls(host, port, sys.argv[4])
     elif cmd == "idle":
