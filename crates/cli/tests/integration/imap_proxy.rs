@@ -932,7 +932,7 @@ fn imap_proxy_reads_a_compressed_session_and_passes_it_unchanged() {
     // COMPRESS=DEFLATE needs Dovecot's imap_zlib plugin.
     let mut conf = std::fs::read_to_string(&dovecot.conf).expect("reading dovecot.conf");
     conf.push_str(
-        "\nprotocol imap {\n  mail_plugins = acl mail_log notify imap_acl zlib imap_zlib\n}\n",
+        "\nimap_id_log = *\nprotocol imap {\n  mail_plugins = acl mail_log notify imap_acl zlib imap_zlib\n}\n",
     );
     std::fs::write(&dovecot.conf, conf).expect("writing dovecot.conf");
     dovecot.doveadm(&["reload"]).ok();
@@ -970,6 +970,18 @@ fn imap_proxy_reads_a_compressed_session_and_passes_it_unchanged() {
         1,
         Some("<big@example.org>"),
         Some("Squeezed"),
+    );
+    // The proxy told Dovecot the client's address and port (ID x-originating-ip), and the
+    // client never saw that exchange (the transcripts above are identical).
+    let port = records[0]["client"]["port"]
+        .u64()
+        .expect("the client's port");
+    let log = dovecot.log_text();
+    assert!(
+        log.contains(&format!(
+            "x-originating-ip=127.0.0.1, x-originating-port={port}"
+        )),
+        "{log}"
     );
 }
 
