@@ -44,6 +44,10 @@ pub struct BenchImapProxyArgs {
     /// directly and through the proxy.
     #[arg(long)]
     mbsync: bool,
+    /// Hold every recordable command until its intent is durable, even those the policy
+    /// would not keep (by default, as `mailaudit proxy` does, only those it would keep).
+    #[arg(long)]
+    hold_all: bool,
     /// Where the proxy's records go (created fresh).
     #[arg(long, default_value = "./mailaudit-bench-imap-proxy")]
     dir: PathBuf,
@@ -166,11 +170,17 @@ pub fn run(args: BenchImapProxyArgs) -> Result<i32> {
         .build()?;
     let proxy_addr = runtime.block_on(async {
         let writer = WriterHandle::spawn(auditor, WriterConfig::default());
-        let sink = Arc::new(JournalSink::start(
+        let sink = JournalSink::start(
             writer,
             "source:imap-proxy:journal:bench".into(),
             Default::default(),
-        ));
+        );
+        // --hold-all: every recordable command waits for its intent, whatever the policy.
+        let sink = Arc::new(if args.hold_all {
+            sink
+        } else {
+            sink.with_policy(&args.dir)?
+        });
         let server = Arc::new(ProxyServer::new(
             ProxyConfig::default(),
             Limits::default(),

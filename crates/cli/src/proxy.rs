@@ -10,7 +10,8 @@ use crate::datadir;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mailaudit_model::{Observation, OperationResult};
-use mailaudit_pipeline::{WriterConfig, WriterHandle};
+use mailaudit_pipeline::{load_policy, WriterConfig, WriterHandle};
+use mailaudit_policy::{classify, Decision, Policy};
 use mailaudit_source_imap_proxy::{
     AuditFailure, AuditSink, FrameLimits, IntentId, Limits, ProxyConfig, ProxyServer, TlsFiles,
     Upstream, UpstreamSecurity,
@@ -184,7 +185,7 @@ pub fn run(dir: &Path, args: ProxyArgs) -> Result<i32> {
         let writer = WriterHandle::spawn(auditor, WriterConfig::default());
         let journal = Journal::recover(&left);
         let recovered = journal.entries.len();
-        let sink = Arc::new(JournalSink::start(writer, key, journal));
+        let sink = Arc::new(JournalSink::start(writer, key, journal).with_policy(dir)?);
         if recovered > 0 {
             if let Err(e) = sink.flush().await {
                 bail!("recording the commands a previous run left in flight: {e}");
@@ -269,13 +270,67 @@ enum Msg {
 /// records, in one durable transaction per batch of requests (group commit).
 pub struct JournalSink {
     tx: mpsc::Sender<Msg>,
+    /// The audit policy, re-read every second: a command whose record the policy would not
+    /// keep is not held (its record still goes to the pipeline, which decides again).
+    policy: Option<Arc<std::sync::RwLock<Policy>>>,
 }
+
+/// How often the sink re-reads the policy. A change applies to holding within this time; the
+/// records themselves always follow the policy the pipeline reads.
+const POLICY_REFRESH: Duration = Duration::from_secs(1);
 
 impl JournalSink {
     pub(crate) fn start(writer: WriterHandle, key: String, journal: Journal) -> JournalSink {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(journal_task(writer, key, journal, rx));
-        JournalSink { tx }
+        JournalSink { tx, policy: None }
+    }
+
+    /// Holds only commands the policy (read from `dir`'s store) would record.
+    pub(crate) fn with_policy(mut self, dir: &Path) -> Result<JournalSink> {
+        let store = datadir::open_store(dir)?;
+        let policy = Arc::new(std::sync::RwLock::new(load_policy(&store)?));
+        let shared = policy.clone();
+        let store = Arc::new(std::sync::Mutex::new(store));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLICY_REFRESH);
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let s = store
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    load_policy(&*s)
+                })
+                .await;
+                match read {
+                    Ok(Ok(p)) => {
+                        *shared
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+                    }
+                    Ok(Err(e)) => tracing::error!("re-reading the audit policy: {e}"),
+                    Err(e) => tracing::error!("re-reading the audit policy: {e}"),
+                }
+            }
+        });
+        self.policy = Some(policy);
+        Ok(self)
+    }
+
+    fn would_record(&self, obs: &Observation) -> bool {
+        let Some(policy) = &self.policy else {
+            return true;
+        };
+        let class = classify(obs);
+        let policy = policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(
+            policy.decide(&obs.mailbox, &obs.actor, obs.operation, class.logon_type),
+            Decision::Record
+        )
     }
 
     async fn flush(&self) -> Result<(), String> {
@@ -291,6 +346,9 @@ impl JournalSink {
 
 impl AuditSink for JournalSink {
     async fn begin(&self, id: IntentId, intent: Observation) -> Result<(), String> {
+        if !self.would_record(&intent) {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::Begin(id, intent, tx))

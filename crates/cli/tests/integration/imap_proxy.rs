@@ -1168,3 +1168,64 @@ fn imap_proxy_audits_cyrus_too() {
     assert_eq!(records[5]["items"].arr()[0]["uid"].u64(), Some(2));
     assert_eq!(records[7].param("expunged"), Some("1"));
 }
+
+#[test]
+fn imap_proxy_holds_only_what_the_policy_records() {
+    let dovecot = started_dovecot();
+    let r = append(dovecot.imap, "Keep me", 100);
+    assert_eq!(r["reply"].str(), Some("OK"));
+    // The default policy: an owner's FolderBind is not audited, a SoftDelete is.
+    let data = init_dir();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+    let signals = TempDir::new().expect("a temporary directory");
+    let mut c = Command::new(python());
+    c.arg(script())
+        .args(["frozen", "127.0.0.1", &proxy.port.to_string()])
+        .arg(signals.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("starting the client");
+    let ready = signals.path().join("ready");
+    for _ in 0..600 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ready.exists(), "the client did not log in: {}", proxy.log());
+    let out = {
+        let _frozen = Immutable::new(data.path());
+        std::fs::write(signals.path().join("frozen"), "").expect("signalling the client");
+        child.wait_with_output().expect("the client's output")
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let replies = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| Json::parse(l).expect("JSON"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no replies: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(
+        replies["select"].str(),
+        Some("OK"),
+        "{replies:?}\n{}",
+        proxy.log()
+    );
+    assert!(
+        replies["store"]
+            .str()
+            .is_some_and(|s| s.contains("UNAVAILABLE")),
+        "{replies:?}"
+    );
+    // Dovecot never saw the STORE: the message is not marked \Deleted.
+    let flags = dovecot
+        .doveadm(&[
+            "fetch", "-u", "alice", "flags", "mailbox", "INBOX", "uid", "1",
+        ])
+        .ok();
+    assert!(!flags.stdout.contains("\\Deleted"), "{}", flags.stdout);
+}

@@ -9,6 +9,7 @@ Usage:
   imap_proxy_story.py idle HOST PORT           alice IDLEs while a second session appends
   imap_proxy_story.py compress HOST PORT        alice reads message 1 after COMPRESS DEFLATE
   imap_proxy_story.py cyrus HOST PORT           the owner's story against Cyrus
+  imap_proxy_story.py frozen HOST PORT DIR      login; wait for the test to freeze the store; SELECT; STORE
   imap_proxy_story.py tls HOST PORT CAFILE     alice logs in over implicit TLS and selects INBOX
 
 Only the volatile parts of a transcript are normalised, each by a narrow pattern: UIDVALIDITY
@@ -223,6 +224,28 @@ def cyrus(host, port):
     print("cyrus complete")
 
 
+def frozen(host, port, signal_dir):
+    """Logs in, tells the test (file `ready`), waits for it to freeze the store (file
+    `frozen`), then selects and marks message 1 deleted; prints each reply."""
+    import os
+    import time
+    a = Recording(host, port)
+    check("login", a.login("alice", "alicepw"))
+    open(os.path.join(signal_dir, "ready"), "w").close()
+    while not os.path.exists(os.path.join(signal_dir, "frozen")):
+        time.sleep(0.05)
+    replies = {}
+    typ, data = a.select("INBOX")
+    replies["select"] = typ
+    try:
+        typ, data = a.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+        replies["store"] = f"{typ} {data[0].decode() if data and data[0] else ''}"
+    except imaplib.IMAP4.error as e:
+        replies["store"] = str(e)
+    a.logout()
+    print(json.dumps(replies))
+
+
 def tls(host, port, cafile):
     import ssl
     ctx = ssl.create_default_context(cafile=cafile)
@@ -243,6 +266,8 @@ if __name__ == "__main__":
         compress(host, port)
     elif cmd == "cyrus":
         cyrus(host, port)
+    elif cmd == "frozen":
+        frozen(host, port, sys.argv[4])
     elif cmd == "tls":
         tls(host, port, sys.argv[4])
     elif cmd == "idle":
