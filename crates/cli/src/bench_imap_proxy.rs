@@ -288,16 +288,23 @@ pub fn run(args: BenchImapProxyArgs) -> Result<i32> {
         );
     }
     // Latency of small commands.
+    // SELECT is an owner's FolderBind (not audited by default, so not held unless
+    // --hold-all); STORE +FLAGS is an Update (audited by default: held until its intent is
+    // durable).
     let kinds = [
         ("NOOP", "NOOP".to_string()),
         ("FETCH 1 (FLAGS)", "FETCH 1 (FLAGS)".to_string()),
-        ("EXAMINE (recorded)", format!("EXAMINE \"{}\"", args.folder)),
+        ("SELECT", format!("SELECT \"{}\"", args.folder)),
+        (
+            "STORE (held)",
+            "UID STORE 1 +FLAGS.SILENT (\\Flagged)".to_string(),
+        ),
     ];
     for (name, cmd) in kinds {
         let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         let mut clients = [login(&args.upstream, &args)?, login(&proxy_addr, &args)?];
         for c in clients.iter_mut() {
-            c.cmd(&format!("EXAMINE \"{}\"", args.folder), None)?;
+            c.cmd(&format!("SELECT \"{}\"", args.folder), None)?;
         }
         for _ in 0..args.commands {
             for (i, c) in clients.iter_mut().enumerate() {
