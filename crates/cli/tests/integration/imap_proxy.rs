@@ -1229,3 +1229,67 @@ fn imap_proxy_holds_only_what_the_policy_records() {
         .ok();
     assert!(!flags.stdout.contains("\\Deleted"), "{}", flags.stdout);
 }
+
+/// Reads from `s` until a line starting with `tag ` has arrived; returns everything read.
+fn read_until_tag(s: &mut std::net::TcpStream, tag: &str) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.lines().any(|l| l.starts_with(&format!("{tag} "))) {
+            return text;
+        }
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "connection closed before {tag}'s reply: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn imap_proxy_refuses_one_pipelined_command_and_passes_the_others() {
+    use std::io::Write;
+    let dovecot = started_dovecot();
+    let data = audit_everything();
+    let proxy = Proxy::start(data.path(), dovecot.imap, &["--upstream-plain"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).expect("connecting");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a timeout");
+    read_until_tag(&mut s, "*");
+    s.write_all(b"a0 LOGIN alice alicepw\r\n").expect("writing");
+    assert!(read_until_tag(&mut s, "a0").contains("a0 OK"));
+    let replies = {
+        let _frozen = Immutable::new(data.path());
+        // NOOP is not recorded; the APPEND (a LITERAL+ literal, sent without waiting) is.
+        s.write_all(
+            b"a1 NOOP\r\na2 APPEND INBOX {27+}\r\nSubject: Pipelined\r\n\r\nhello\r\na3 NOOP\r\n",
+        )
+        .expect("writing");
+        let mut replies = read_until_tag(&mut s, "a3");
+        if !replies.contains("a2 ") {
+            replies.push_str(&read_until_tag(&mut s, "a2"));
+        }
+        replies
+    };
+    assert!(replies.contains("a1 OK"), "{replies}");
+    assert!(
+        replies.contains("a2 NO [UNAVAILABLE] the audit log cannot record this command"),
+        "{replies}"
+    );
+    assert!(replies.contains("a3 OK"), "{replies}");
+    assert_eq!(count_in_dovecot(&dovecot, "Pipelined"), 0);
+    // Not confused by the discarded literal: the session goes on, and is audited.
+    s.write_all(b"a4 SELECT INBOX\r\n").expect("writing");
+    assert!(read_until_tag(&mut s, "a4").contains("a4 OK"));
+    let records = proxy_records(data.path(), 2);
+    let ops: Vec<&str> = records
+        .iter()
+        .map(|r| r["operation"].str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        ops,
+        ["MailboxLogin", "FolderBind"],
+        "{:#?}",
+        records.iter().map(brief).collect::<Vec<_>>()
+    );
+}

@@ -546,10 +546,7 @@ impl<S: AuditSink> ProxyServer<S> {
                                             out.extend_from_slice(&head);
                                         } else {
                                             tracing::error!("connection {conn} ({peer}): refusing command {tag}: the audit log cannot record it: {e}");
-                                            discard = true;
-                                            if sync_literal(&line) {
-                                                framer.skip_message();
-                                            }
+                                            discard = refuse(&mut framer, &line);
                                             let _ = inject.send(Inject::Reply(format!(
                                                 "{tag} NO [UNAVAILABLE] the audit log cannot record this command; it was not carried out\r\n"
                                             ).into_bytes()));
@@ -558,15 +555,9 @@ impl<S: AuditSink> ProxyServer<S> {
                                 }
                             }
                             HeadAction::Refuse { reply, .. } => {
-                                discard = true;
-                                if sync_literal(&line) {
-                                    framer.skip_message();
-                                }
+                                discard = refuse(&mut framer, &line);
                                 let _ = inject.send(Inject::Reply(reply.into_bytes()));
                             }
-                        }
-                        if discard && framer.at_boundary() {
-                            discard = false;
                         }
                     }
                     FrameEvent::Message {
@@ -598,6 +589,18 @@ impl<S: AuditSink> ProxyServer<S> {
                 out.clear();
             }
         }
+    }
+}
+
+/// A refused command: with a synchronising literal the client waits for a go-ahead that
+/// never comes, so the framer forgets the message; otherwise the rest of the message (a
+/// LITERAL+ literal) is discarded until its end. Returns whether to discard.
+fn refuse(framer: &mut Framer, line: &[u8]) -> bool {
+    if sync_literal(line) {
+        framer.skip_message();
+        false
+    } else {
+        true
     }
 }
 
@@ -660,6 +663,9 @@ async fn server_to_client<S: AuditSink>(
     };
     loop {
         tokio::select! {
+            // The proxy's own replies first: a refusal precedes the replies to commands
+            // the client sent after the refused one.
+            biased;
             msg = inject.recv(), if inject_open => match msg {
                 Some(Inject::Reply(bytes)) => {
                     if inflater.is_some() {
