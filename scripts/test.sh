@@ -24,16 +24,33 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # A real headless Chromium for the web console's end-to-end tests (driven over WebDriver).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
-# openssl makes the throwaway certificates of the TLS tests (console, IMAPS, syslog over TLS).
+# openssl makes the throwaway certificates of the TLS tests (console, IMAP proxy, IMAPS, syslog over TLS).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # A real Postfix and swaks for the milter's end-to-end tests (they start their own Postfix
 # instance with `postfix -c DIR`, on loopback ports, in a temporary directory).
 [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+# chattr, with which the IMAP proxy test makes the store unwritable (fail closed).
+command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+# mbsync syncs a mailbox through the IMAP proxy.
+command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+# Cyrus, the IMAP proxy's second real upstream (cyrus-imapd itself is unpacked below).
+[ -x /usr/sbin/cyrmaster ] || missing+=(cyrus-common)
+command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+# cyrus-imapd conflicts with dovecot-imapd (both provide imap-server): unpack its package
+# instead of installing it; the tests run its imapd under cyrus-common's cyrmaster.
+if [ ! -x /usr/lib/cyrus/bin/imapd ] && [ ! -x /opt/cyrus-imapd/usr/lib/cyrus/bin/imapd ]; then
+  echo "unpacking cyrus-imapd into /opt/cyrus-imapd"
+  deb_dir=$(mktemp -d)
+  sudo_if_needed apt-get update -qq
+  (cd "$deb_dir" && apt-get download -qq cyrus-imapd 2>/dev/null \
+    && sudo_if_needed dpkg -x cyrus-imapd_*.deb /opt/cyrus-imapd)
+  rm -rf "$deb_dir"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -5,6 +5,7 @@ mod bench;
 mod bench_alerts;
 mod bench_console;
 mod bench_dovecot;
+mod bench_imap_proxy;
 mod bench_import;
 mod bench_milter;
 mod console_cmd;
@@ -16,6 +17,7 @@ mod milter;
 mod outputs;
 mod policy_cmd;
 mod preset_cmd;
+mod proxy;
 mod records_cmd;
 mod serve;
 mod tls;
@@ -118,6 +120,10 @@ enum Command {
     Milter(milter::MilterArgs),
     /// Measures messages per second through a real Postfix with the milter against without it.
     BenchMilter(bench_milter::BenchMilterArgs),
+    /// Runs the auditing IMAP proxy in front of an IMAP server (docs/imap-proxy.md).
+    Proxy(proxy::ProxyArgs),
+    /// Measures an IMAP server directly and through the auditing proxy, side by side.
+    BenchImapProxy(bench_imap_proxy::BenchImapProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -190,6 +196,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::BenchConsole(args) => bench_console::run(args),
         Command::Milter(args) => milter::run(&dir, args),
         Command::BenchMilter(args) => bench_milter::run(args),
+        Command::Proxy(args) => proxy::run(&dir, args),
+        Command::BenchImapProxy(args) => bench_imap_proxy::run(args),
         Command::Import(ImportCommand::Dovecot { files, dovecot }) => {
             dovecot::import(&dir, &files, &dovecot)
         }

@@ -35,7 +35,7 @@ const CAROL: &str = "carol@example.com";
 const ADMIN: &str = "admin@example.com";
 
 /// Every mailbox operation (all but the audit system's own).
-const ALL_MAILBOX_OPERATIONS: &str = "MailboxLogin,MailboxLogout,FolderBind,MessageBind,Copy,Move,MoveToDeletedItems,SoftDelete,HardDelete,Create,Update,Send,SendAs,SendOnBehalf,UpdateFolderPermissions,UpdateCalendarDelegation,UpdateInboxRules,SearchQueryInitiated,FolderCreate,FolderDelete,FolderRename,Deliver";
+pub(crate) const ALL_MAILBOX_OPERATIONS: &str = "MailboxLogin,MailboxLogout,FolderBind,MessageBind,Copy,Move,MoveToDeletedItems,SoftDelete,HardDelete,Create,Update,Send,SendAs,SendOnBehalf,UpdateFolderPermissions,UpdateCalendarDelegation,UpdateInboxRules,SearchQueryInitiated,FolderCreate,FolderDelete,FolderRename,Deliver";
 
 /// The Dovecot events mailaudit maps (docs/dovecot.md).
 const EVENT_FILTER: &str = "event=auth_request_finished OR event=imap_command_finished OR event=mail_opened OR event=mail_expunged OR event=mail_expunge_requested OR event=mail_delivery_finished OR event=pop3_command_finished OR event=managesieve_command_finished";
@@ -93,7 +93,7 @@ pub fn python() -> PathBuf {
     require_program("python3", &["/usr/bin/python3"], "python3")
 }
 
-fn curl_bin() -> PathBuf {
+pub(crate) fn curl_bin() -> PathBuf {
     require_program("curl", &["/usr/bin/curl"], "curl")
 }
 

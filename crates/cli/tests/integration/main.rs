@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod dovecot;
 mod exports;
+mod imap_proxy;
 mod import;
 mod import_formats;
 mod ingest_errors;
