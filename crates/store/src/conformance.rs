@@ -346,6 +346,12 @@ pub fn search_matches_filter(store: &mut dyn Store) {
             logon_types: vec![LogonType::Owner],
             ..Default::default()
         },
+        // Nothing but a snapshot bound, and nothing at all: the unfiltered log.
+        Query {
+            below_seq: Some(150),
+            ..Default::default()
+        },
+        Query::default(),
     ];
     for q in queries {
         let mut expected: Vec<_> = stored.iter().filter(|r| q.matches(r)).cloned().collect();
@@ -429,6 +435,22 @@ pub fn prune_keeps_the_tree(store: &mut dyn Store) {
         .unwrap()
         .total;
     assert_eq!(total, Some(300 - pruned));
+    // Below a snapshot bound the total also leaves out what retention removed.
+    let kept_below = (0..200u64)
+        .filter(|seq| store.get(*seq).unwrap().is_some())
+        .count() as u64;
+    assert!(kept_below < 200);
+    let total = store
+        .search(
+            &Query {
+                below_seq: Some(200),
+                ..Default::default()
+            },
+            &PageRequest::default(),
+        )
+        .unwrap()
+        .total;
+    assert_eq!(total, Some(kept_below));
 }
 
 /// A setting written with an append is versioned; checkpoints come back in order.

@@ -722,9 +722,12 @@ impl Store for SqliteStore {
             );
         }
         if let Some(n) = q.below_seq {
+            // `+seq`: the snapshot bound covers nearly the whole log, and offered as a rowid
+            // range SQLite prefers it to the time index and sorts every record to find the
+            // newest page (16.8 s on 10 M records). Written this way it only filters.
             push(
                 &mut clauses,
-                "seq < ?".into(),
+                "+seq < ?".into(),
                 vec![Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))],
             );
         }
@@ -736,12 +739,24 @@ impl Store for SqliteStore {
                 vec![Value::Text(text.clone())],
             );
         }
+        // Nothing but the snapshot bound: every seq below it is a record unless retention
+        // pruned it, so the exact total needs no pass over the records.
+        let unfiltered = clauses.len() == usize::from(q.below_seq.is_some());
         let filter_sql = if clauses.is_empty() {
             "1".to_string()
         } else {
             clauses.join(" AND ")
         };
-        let total = if page.with_total {
+        let total = if page.with_total && unfiltered {
+            let size = self.size()?;
+            let bound = q.below_seq.map_or(size, |n| n.min(size));
+            let pruned: i64 = self.conn.query_row(
+                "SELECT count(*) FROM pruned WHERE seq < ?1",
+                [i64::try_from(bound).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )?;
+            Some(bound.saturating_sub(pruned as u64))
+        } else if page.with_total {
             let n: i64 = self.conn.query_row(
                 &format!("SELECT count(*) FROM records WHERE {filter_sql}"),
                 params_from_iter(args.iter()),
