@@ -5,16 +5,14 @@
 
 use crate::html::{esc, options, query_string};
 use crate::{render, ConsoleError, Ctx, Signed};
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use mailaudit_export::{ExportWriter, Format};
 use mailaudit_model::{AuditRecord, LogonType, Operation, OperationResult, Parameter, Timestamp};
 use mailaudit_store::{inclusion_proof, PageRequest, Query};
 use std::fmt::Write;
-use tokio::sync::mpsc;
 
 pub(crate) fn param(name: &str, value: impl Into<String>) -> Parameter {
     Parameter {
@@ -615,32 +613,6 @@ pub async fn proof(
         .into_response())
 }
 
-/// An `io::Write` that hands chunks to the response body; it blocks while the browser reads
-/// slowly, which paces the export instead of buffering it.
-struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 64 * 1024 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "browser went away"))
-    }
-}
-
 pub(crate) fn parse_format(raw: &str) -> Result<Format, ConsoleError> {
     raw.parse()
         .map_err(|e| ConsoleError::BadRequest(format!("`format`: {e}")))
@@ -692,31 +664,6 @@ pub(crate) async fn prepare_export(
     Ok((q, total))
 }
 
-/// Writes every record of `q` (a snapshot) to `out`, page by page, off the async threads.
-pub(crate) fn write_all<W: std::io::Write>(
-    readers: &mailaudit_server::ReaderPool,
-    q: &Query,
-    out: &mut ExportWriter<W>,
-) -> Result<(), String> {
-    let mut page = PageRequest {
-        limit: 1000,
-        cursor: None,
-        with_total: false,
-    };
-    loop {
-        let got = readers
-            .search_blocking(q, &page)
-            .map_err(|e| e.to_string())?;
-        for r in &got.records {
-            out.write(r).map_err(|e| e.to_string())?;
-        }
-        match got.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(()),
-        }
-    }
-}
-
 pub async fn export(
     State(ctx): State<Ctx>,
     user: Signed,
@@ -725,46 +672,13 @@ pub async fn export(
     let s = parse_search(&user, raw.as_deref(), 1000, &["format"])?;
     let format = parse_format(&s.value("format"))?;
     let (q, total) = prepare_export(&ctx, &user, s.query.clone(), format, vec![]).await?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let readers = ctx.api.readers.clone();
-    let err_tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = (|| -> Result<(), String> {
-            let mut out = ExportWriter::new(
-                format,
-                ChannelWriter {
-                    tx,
-                    buf: Vec::new(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            write_all(&readers, &q, &mut out)?;
-            let mut w = out.finish().map_err(|e| e.to_string())?;
-            std::io::Write::flush(&mut w).map_err(|e| e.to_string())
-        })();
-        if let Err(e) = result {
-            tracing::warn!("console export stopped: {e}");
-            // Failing the body makes the browser see a broken download, not a short file.
-            let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let filename = format!("mailaudit-export.{}", format.file_extension());
-    Ok((
-        [
-            (header::CONTENT_TYPE, format.content_type().to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-            (
-                axum::http::HeaderName::from_static("x-total-count"),
-                total.to_string(),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(mailaudit_server::stream_export(
+        ctx.api.readers.clone(),
+        q,
+        format,
+        total,
+        "console export",
+    ))
 }
 
 fn mail_form(out: &mut String, s: &Search, csrf: &str) {
@@ -854,7 +768,7 @@ pub async fn mail_export(
     tokio::spawn(async move {
         let built = tokio::task::spawn_blocking(move || {
             let mut out = ExportWriter::new(format, Vec::new()).map_err(|e| e.to_string())?;
-            write_all(&readers, &q, &mut out)?;
+            mailaudit_server::write_all(&readers, &q, &mut out)?;
             out.finish().map_err(|e| e.to_string())
         })
         .await

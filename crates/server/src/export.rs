@@ -5,14 +5,14 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::params::{pairs, parse_query_pairs};
 use crate::records::{param, single_mailbox};
-use crate::state::State;
+use crate::state::{ReaderPool, State};
 use axum::body::Body;
 use axum::extract::RawQuery;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mailaudit_export::{ExportWriter, Format};
 use mailaudit_model::Operation;
-use mailaudit_store::PageRequest;
+use mailaudit_store::{PageRequest, Query};
 use tokio::sync::mpsc;
 
 /// An `io::Write` that hands chunks to the response body; it blocks when the client reads
@@ -88,8 +88,52 @@ pub async fn export(
             ],
         )
         .await?;
+    Ok(stream_export(
+        state.readers.clone(),
+        q,
+        format,
+        total,
+        "export",
+    ))
+}
+
+/// Writes every record of `q` (a snapshot) to `out`, page by page. Blocking: call it off the
+/// async threads.
+pub fn write_all<W: std::io::Write>(
+    readers: &ReaderPool,
+    q: &Query,
+    out: &mut ExportWriter<W>,
+) -> Result<(), String> {
+    let mut page = PageRequest {
+        limit: 1000,
+        cursor: None,
+        with_total: false,
+    };
+    loop {
+        let got = readers
+            .search_blocking(q, &page)
+            .map_err(|e| e.to_string())?;
+        for r in &got.records {
+            out.write(r).map_err(|e| e.to_string())?;
+        }
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The download of every record of `q` (a snapshot whose export is already recorded) as
+/// `format`, streamed as it is written; `what` names it in the log if it breaks off. The API
+/// and the console both answer with this.
+pub fn stream_export(
+    readers: std::sync::Arc<ReaderPool>,
+    q: Query,
+    format: Format,
+    total: u64,
+    what: &'static str,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let readers = state.readers.clone();
     let err_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let result = (|| -> Result<(), String> {
@@ -101,28 +145,12 @@ pub async fn export(
                 },
             )
             .map_err(|e| e.to_string())?;
-            let mut page = PageRequest {
-                limit: 1000,
-                cursor: None,
-                with_total: false,
-            };
-            loop {
-                let got = readers
-                    .search_blocking(&q, &page)
-                    .map_err(|e| e.to_string())?;
-                for r in &got.records {
-                    out.write(r).map_err(|e| e.to_string())?;
-                }
-                match got.next_cursor {
-                    Some(c) => page.cursor = Some(c),
-                    None => break,
-                }
-            }
+            write_all(&readers, &q, &mut out)?;
             let mut w = out.finish().map_err(|e| e.to_string())?;
             std::io::Write::flush(&mut w).map_err(|e| e.to_string())
         })();
         if let Err(e) = result {
-            tracing::warn!("export stopped: {e}");
+            tracing::warn!("{what} stopped: {e}");
             // The status line is gone already; failing the body makes the client see a
             // broken transfer rather than a silently short file.
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
@@ -130,7 +158,7 @@ pub async fn export(
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let filename = format!("mailaudit-export.{}", format.file_extension());
-    Ok((
+    (
         [
             (
                 axum::http::header::CONTENT_TYPE,
@@ -147,5 +175,5 @@ pub async fn export(
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }

@@ -19,6 +19,7 @@ mod state;
 
 pub use auth::{create_token, Caller, Role};
 pub use error::ApiError;
+pub use export::{stream_export, write_all};
 pub use params::parse_query_pairs;
 pub use sources::{DovecotIntake, SourceRegistry};
 pub use state::{ReaderPool, ServerConfig, State};
