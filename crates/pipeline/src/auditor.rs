@@ -74,6 +74,33 @@ pub struct Stats {
     pub skipped_bypass: u64,
 }
 
+impl Stats {
+    /// Counts one skipped observation and names the reason as outcomes report it.
+    fn count_skip(&mut self, reason: SkipReason) -> &'static str {
+        match reason {
+            SkipReason::MailboxDisabled => {
+                self.skipped_disabled += 1;
+                "mailbox_disabled"
+            }
+            SkipReason::Bypassed => {
+                self.skipped_bypass += 1;
+                "bypassed"
+            }
+            SkipReason::NotAudited => {
+                self.skipped_not_audited += 1;
+                "not_audited"
+            }
+        }
+    }
+
+    fn add(&mut self, stored: usize, skipped: &Stats) {
+        self.stored += stored as u64;
+        self.skipped_disabled += skipped.skipped_disabled;
+        self.skipped_bypass += skipped.skipped_bypass;
+        self.skipped_not_audited += skipped.skipped_not_audited;
+    }
+}
+
 pub struct Auditor<S: Store> {
     store: S,
     policy: Policy,
@@ -155,20 +182,7 @@ impl<S: Store> Auditor<S> {
                     keep.push(record);
                 }
                 Decision::Skip(reason) => {
-                    let reason = match reason {
-                        SkipReason::MailboxDisabled => {
-                            skipped.skipped_disabled += 1;
-                            "mailbox_disabled"
-                        }
-                        SkipReason::Bypassed => {
-                            skipped.skipped_bypass += 1;
-                            "bypassed"
-                        }
-                        SkipReason::NotAudited => {
-                            skipped.skipped_not_audited += 1;
-                            "not_audited"
-                        }
-                    };
+                    let reason = skipped.count_skip(reason);
                     outcomes.push(IngestOutcome::Skipped { reason });
                 }
             }
@@ -184,10 +198,7 @@ impl<S: Store> Auditor<S> {
                 *seq = seqs.next().unwrap_or_default();
             }
         }
-        self.stats.stored += stored.len() as u64;
-        self.stats.skipped_disabled += skipped.skipped_disabled;
-        self.stats.skipped_bypass += skipped.skipped_bypass;
-        self.stats.skipped_not_audited += skipped.skipped_not_audited;
+        self.stats.add(stored.len(), &skipped);
         Ok((outcomes, stored))
     }
 
@@ -233,20 +244,7 @@ impl<S: Store> Auditor<S> {
                     keep.push(record);
                 }
                 Decision::Skip(reason) => {
-                    let reason = match reason {
-                        SkipReason::MailboxDisabled => {
-                            skipped.skipped_disabled += 1;
-                            "mailbox_disabled"
-                        }
-                        SkipReason::Bypassed => {
-                            skipped.skipped_bypass += 1;
-                            "bypassed"
-                        }
-                        SkipReason::NotAudited => {
-                            skipped.skipped_not_audited += 1;
-                            "not_audited"
-                        }
-                    };
+                    let reason = skipped.count_skip(reason);
                     outcomes.push(ImportOutcome::Skipped { reason });
                 }
             }
@@ -269,10 +267,7 @@ impl<S: Store> Auditor<S> {
                 }
             }
         }
-        self.stats.stored += stored.len() as u64;
-        self.stats.skipped_disabled += skipped.skipped_disabled;
-        self.stats.skipped_bypass += skipped.skipped_bypass;
-        self.stats.skipped_not_audited += skipped.skipped_not_audited;
+        self.stats.add(stored.len(), &skipped);
         Ok((outcomes, stored))
     }
 
