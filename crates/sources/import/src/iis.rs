@@ -13,6 +13,7 @@
 //! The actor is `cs-username`; the result comes from `sc-status`. Requests that are not
 //! mailbox access (scripts, images, sign-in pages, anonymous requests) are skipped.
 
+use crate::line_reader::LineReader;
 use crate::time::parse_utc;
 use crate::{
     account, digest, ip_port, original, param, present, Context, Importer, Occurrences, Parsed,
@@ -23,29 +24,21 @@ use mailaudit_model::{
 use std::io::BufRead;
 
 pub(crate) struct IisImporter<R: BufRead> {
-    reader: R,
+    lines: LineReader<R>,
     fields: Vec<String>,
-    line: u64,
-    position: u64,
-    buf: Vec<u8>,
     ctx: Context,
     source: String,
     occurrences: Occurrences,
-    done: bool,
 }
 
 impl<R: BufRead> IisImporter<R> {
     pub(crate) fn new(reader: R, ctx: Context) -> Self {
         IisImporter {
-            reader,
+            lines: LineReader::new(reader),
             fields: Vec::new(),
-            line: 0,
-            position: 0,
-            buf: Vec::new(),
             ctx,
             source: crate::Format::Iis.source(),
             occurrences: Occurrences::default(),
-            done: false,
         }
     }
 }
@@ -311,27 +304,10 @@ impl<R: BufRead> Iterator for IisImporter<R> {
 
     fn next(&mut self) -> Option<Parsed> {
         loop {
-            if self.done {
-                return None;
-            }
-            self.buf.clear();
-            let n = match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    self.done = true;
-                    let at = format!("{}:{}", self.ctx.file, self.line + 1);
-                    return Some(Parsed::rejected(at, format!("cannot read: {e}")));
-                }
+            let (text, reference) = match self.lines.next_line(&self.ctx.file)? {
+                Ok((bytes, reference)) => (String::from_utf8_lossy(bytes).into_owned(), reference),
+                Err(rejected) => return Some(rejected),
             };
-            self.line += 1;
-            self.position += n as u64;
-            let reference = format!("{}:{}", self.ctx.file, self.line);
-            let text = String::from_utf8_lossy(&self.buf);
-            let text = text.trim_end_matches(['\r', '\n']).to_string();
             if let Some(directive) = text.strip_prefix('#') {
                 if let Some(fields) = directive.strip_prefix("Fields:") {
                     self.fields = fields.split_whitespace().map(str::to_string).collect();
@@ -354,6 +330,6 @@ impl<R: BufRead> Iterator for IisImporter<R> {
 
 impl<R: BufRead> Importer for IisImporter<R> {
     fn bytes_read(&self) -> u64 {
-        self.position
+        self.lines.position()
     }
 }

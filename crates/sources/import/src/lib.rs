@@ -17,6 +17,7 @@ mod exchange;
 mod exchange_csv;
 mod exchange_xml;
 mod iis;
+mod line_reader;
 mod m365;
 mod mailserver;
 mod time;

@@ -12,6 +12,7 @@
 
 use crate::exchange::{self, folder};
 use crate::exchange_csv::{next_row, Lines};
+use crate::line_reader::LineReader;
 use crate::time::parse_utc;
 use crate::{account, digest, ip_port, original, param, Context, Importer, Parsed, Tap};
 use mailaudit_model::{
@@ -28,12 +29,7 @@ enum Input<R: Read> {
         audit_data: Option<usize>,
         lines: Lines,
     },
-    Lines {
-        reader: R,
-        line: u64,
-        position: u64,
-        buf: Vec<u8>,
-    },
+    Lines(LineReader<R>),
 }
 
 pub(crate) struct M365Importer<R: Read> {
@@ -46,12 +42,7 @@ pub(crate) struct M365Importer<R: Read> {
 impl<R: BufRead> M365Importer<R> {
     pub(crate) fn jsonl(input: R, ctx: Context) -> Self {
         M365Importer {
-            input: Input::Lines {
-                reader: input,
-                line: 0,
-                position: 0,
-                buf: Vec::new(),
-            },
+            input: Input::Lines(LineReader::new(input)),
             ctx,
             source: crate::Format::M365Jsonl.source(),
             done: false,
@@ -369,30 +360,13 @@ impl<R: BufRead> Iterator for M365Importer<R> {
                 return None;
             }
             match &mut self.input {
-                Input::Lines {
-                    reader,
-                    line,
-                    position,
-                    buf,
-                } => {
-                    buf.clear();
-                    let n = match reader.read_until(b'\n', buf) {
-                        Ok(0) => {
-                            self.done = true;
-                            return None;
-                        }
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.done = true;
-                            let at = format!("{}:{}", self.ctx.file, *line + 1);
-                            return Some(Parsed::rejected(at, format!("cannot read: {e}")));
-                        }
+                Input::Lines(lines) => {
+                    let (bytes, reference) = match lines.next_line(&self.ctx.file)? {
+                        Ok(line) => line,
+                        Err(rejected) => return Some(rejected),
                     };
-                    *line += 1;
-                    *position += n as u64;
-                    let reference = format!("{}:{line}", self.ctx.file);
-                    let text = match std::str::from_utf8(buf) {
-                        Ok(t) => t.trim_end_matches(['\r', '\n']),
+                    let text = match std::str::from_utf8(bytes) {
+                        Ok(t) => t,
                         Err(e) => {
                             return Some(Parsed::rejected(reference, format!("not UTF-8: {e}")))
                         }
@@ -471,7 +445,7 @@ impl<R: BufRead> Importer for M365Importer<R> {
     fn bytes_read(&self) -> u64 {
         match &self.input {
             Input::Csv { reader, .. } => reader.position().byte(),
-            Input::Lines { position, .. } => *position,
+            Input::Lines(lines) => lines.position(),
         }
     }
 }

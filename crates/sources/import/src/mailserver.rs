@@ -13,6 +13,7 @@
 //! when it carries `error=`) and `cmd=DelegateAuth … by=` (an admin signing in as the user).
 //! Zimbra writes local times without a zone: `--timezone` is required.
 
+use crate::line_reader::LineReader;
 use crate::time::parse_time;
 use crate::time::ImportZone;
 use crate::{account, digest, ip_port, original, param, Context, Importer, Occurrences, Parsed};
@@ -35,16 +36,12 @@ pub(crate) enum Kind {
 
 pub(crate) struct LineImporter<R: BufRead> {
     kind: Kind,
-    reader: R,
-    buf: Vec<u8>,
-    line: u64,
-    position: u64,
+    lines: LineReader<R>,
     ctx: Context,
     source: String,
     occurrences: Occurrences,
     sessions: HashMap<String, Login>,
     order: VecDeque<String>,
-    done: bool,
 }
 
 #[derive(Clone)]
@@ -62,16 +59,12 @@ impl<R: BufRead> LineImporter<R> {
         };
         LineImporter {
             kind,
-            reader,
-            buf: Vec::new(),
-            line: 0,
-            position: 0,
+            lines: LineReader::new(reader),
             ctx,
             source: format.source(),
             occurrences: Occurrences::default(),
             sessions: HashMap::new(),
             order: VecDeque::new(),
-            done: false,
         }
     }
 }
@@ -504,31 +497,13 @@ impl<R: BufRead> Iterator for LineImporter<R> {
 
     fn next(&mut self) -> Option<Parsed> {
         loop {
-            if self.done {
-                return None;
-            }
-            self.buf.clear();
-            let n = match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    self.done = true;
-                    let at = format!("{}:{}", self.ctx.file, self.line + 1);
-                    return Some(Parsed::rejected(at, format!("cannot read: {e}")));
-                }
+            let (text, reference) = match self.lines.next_line(&self.ctx.file)? {
+                Ok((bytes, reference)) => (String::from_utf8_lossy(bytes).into_owned(), reference),
+                Err(rejected) => return Some(rejected),
             };
-            self.line += 1;
-            self.position += n as u64;
-            let text = String::from_utf8_lossy(&self.buf)
-                .trim_end_matches(['\r', '\n'])
-                .to_string();
             if text.trim().is_empty() {
                 continue;
             }
-            let reference = format!("{}:{}", self.ctx.file, self.line);
             let parsed = match self.kind {
                 Kind::Cyrus => self.cyrus(&text, &reference),
                 Kind::Zimbra => self.zimbra(&text, &reference),
@@ -544,6 +519,6 @@ impl<R: BufRead> Iterator for LineImporter<R> {
 
 impl<R: BufRead> Importer for LineImporter<R> {
     fn bytes_read(&self) -> u64 {
-        self.position
+        self.lines.position()
     }
 }
