@@ -766,7 +766,17 @@ impl Store for SqliteStore {
         } else {
             None
         };
-        let mut page_sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE {filter_sql}");
+        // With no filter the newest page is the first entries of the time index, walked
+        // backwards. Left to itself SQLite 3.54 scans and sorts every record instead (16.8 s
+        // for a page of 10 M records). With a filter the planner's choice stands: a rare
+        // operation is found faster by one pass over the table than by walking the index.
+        let index = if unfiltered {
+            " INDEXED BY records_time"
+        } else {
+            ""
+        };
+        let mut page_sql =
+            format!("SELECT {RECORD_COLUMNS} FROM records{index} WHERE {filter_sql}");
         let mut page_args = args.clone();
         if let Some(c) = &page.cursor {
             let (t, s) = decode_cursor(c)?;
