@@ -77,6 +77,11 @@ impl Running {
         app.merge(routes)
     }
 
+    /// The running rules and outputs, for the console's alert page.
+    pub fn shared(&self) -> Option<Arc<Shared>> {
+        self.outputs.as_ref().map(|o| o.shared())
+    }
+
     pub fn stop(self) {
         if let Some(o) = self.outputs {
             o.stop();

@@ -147,7 +147,8 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             );
             tracing::info!("listening on {local}");
             outputs.listen(&writer);
-            let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir)?);
+            let console = mailaudit_console::Ctx::new(state.clone(), args.console.config(dir)?)
+                .with_alerts(outputs.shared());
             let app = outputs.router(mailaudit_server::router(state.clone()), state);
             let app = app.merge(mailaudit_console::router(console));
             let app = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -68,6 +68,11 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
                 "Policy",
                 s.role == crate::ConsoleRole::Admin,
             ),
+            (
+                "/console/alerts",
+                "Alerts",
+                s.role == crate::ConsoleRole::Admin,
+            ),
             ("/console/mine", "My mailbox", !s.role.reads_all()),
             ("/console/search", "My mailbox's log", !s.role.reads_all()),
         ] {

@@ -8,6 +8,7 @@
 //! through `change_policy`, which records it. Nothing is fetched from the network by the
 //! pages; the style sheet is compiled in. No audit logic lives here.
 
+mod alerts_page;
 mod charts;
 mod error;
 mod html;
@@ -84,6 +85,8 @@ impl ConsoleConfig {
 pub struct Ctx {
     pub api: State,
     inner: Arc<Inner>,
+    /// The alert rules and outputs of `serve --config`, when configured.
+    alerts: Option<Arc<mailaudit_outputs::Shared>>,
 }
 
 struct Inner {
@@ -101,7 +104,18 @@ impl Ctx {
                 config,
                 sessions: Sessions::new(Duration::from_secs(3600), Duration::from_secs(12 * 3600)),
             }),
+            alerts: None,
         }
+    }
+
+    /// Lets admins see and edit the alert rules of `serve --config` on `/console/alerts`.
+    pub fn with_alerts(mut self, alerts: Option<Arc<mailaudit_outputs::Shared>>) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    fn alerts(&self) -> Option<Arc<mailaudit_outputs::Shared>> {
+        self.alerts.clone()
     }
 
     fn config(&self) -> &ConsoleConfig {
@@ -129,6 +143,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/console/policy", get(policy_page::show))
         .route("/console/policy/mailbox", post(policy_page::post_mailbox))
         .route("/console/policy/bypass", post(policy_page::post_bypass))
+        .route(
+            "/console/alerts",
+            get(alerts_page::show).post(alerts_page::update),
+        )
         .route("/console/mine", get(mine::show))
         .route("/console/report", get(report::show))
         .route("/console/timeline", get(report::timeline))

@@ -14,12 +14,12 @@ use mailaudit_policy::{ActionEdit, PolicyChange};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
-fn require_admin(user: &Signed) -> Result<(), ConsoleError> {
+pub(crate) fn require_admin(user: &Signed, pages: &str) -> Result<(), ConsoleError> {
     if user.session.role == ConsoleRole::Admin {
         Ok(())
     } else {
         Err(ConsoleError::Forbidden(format!(
-            "the policy pages are for admins; your role ({}) reads and exports records but changes nothing",
+            "the {pages} pages are for admins; your role ({}) reads and exports records but changes nothing",
             user.session.role.describe()
         )))
     }
@@ -37,7 +37,7 @@ pub async fn show(
     user: Signed,
     UrlQuery(q): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ConsoleError> {
-    require_admin(&user)?;
+    require_admin(&user, "policy")?;
     let policy = ctx
         .api
         .read(|s| Ok(mailaudit_pipeline::load_policy(&*s)?))
@@ -175,7 +175,7 @@ pub async fn post_mailbox(
     let pairs = form_pairs(&body);
     let single: HashMap<String, String> = pairs.iter().cloned().collect();
     check_csrf(&user, &single)?;
-    require_admin(&user)?;
+    require_admin(&user, "policy")?;
     let get = |k: &str| single.get(k).map(String::as_str).unwrap_or("");
     let mailbox = Some(get("mailbox").to_lowercase()).filter(|m| !m.is_empty());
     let mut changes = Vec::new();
@@ -246,7 +246,7 @@ pub async fn post_bypass(
     Form(f): Form<HashMap<String, String>>,
 ) -> Result<Response, ConsoleError> {
     check_csrf(&user, &f)?;
-    require_admin(&user)?;
+    require_admin(&user, "policy")?;
     let actor = f
         .get("actor")
         .map(|a| a.trim().to_string())

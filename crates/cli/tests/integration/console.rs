@@ -834,3 +834,109 @@ fn the_console_is_served_over_tls_with_secure_cookies() {
     assert_eq!(r["client"]["protocol"].str(), Some("https"));
     assert_eq!(r["client"]["tls"], Json::Bool(true));
 }
+
+#[test]
+fn admins_edit_the_alert_rules_and_the_change_is_recorded() {
+    let dir = init_dir();
+    add_user(dir.path(), "root", "admin", "root's long password");
+    add_user(dir.path(), "ann", "auditor", "ann's long password");
+    let admin = util::token(dir.path(), "admin", "check");
+    let config = dir.path().join("mailaudit.toml");
+    let stream = dir.path().join("records.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[[rules]]\nname = \"vip\"\nkind = \"non_owner_access\"\nmailboxes = [\"ceo@example.com\"]\n\n\
+             [[stream]]\nname = \"siem\"\nto = \"file\"\npath = \"{}\"\n",
+            stream.display()
+        ),
+    )
+    .expect("write the config");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--demo",
+            "--demo-records",
+            "200",
+            "--config",
+            config.to_str().expect("UTF-8"),
+        ],
+    );
+    let browser = Browser::start();
+
+    // Auditors change nothing: the page refuses them.
+    browser.sign_in(&server.base, "ann", "ann's long password");
+    browser.goto(&server.url("/console/alerts"));
+    let text = browser.text();
+    assert!(text.contains("alert rules pages are for admins"), "{text}");
+    browser.goto(&server.url("/console/search"));
+    let out = browser.find("form.signout button");
+    browser.click_and_wait(&out);
+
+    // The admin sees the file's rule.
+    browser.sign_in(&server.base, "root", "root's long password");
+    browser.goto(&server.url("/console/alerts"));
+    let text = browser.text();
+    assert!(
+        text.contains("1 rule(s), from the configuration file"),
+        "{text}"
+    );
+    let area = browser.exec(
+        "return document.querySelector('#rules-form textarea[name=rules]').value;",
+        serde_json::json!([]),
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(area.as_str().unwrap_or("")).unwrap_or(serde_json::Value::Null);
+    assert_eq!(shown[0]["name"], "vip", "{shown}");
+    assert_eq!(shown[0]["kind"], "non_owner_access", "{shown}");
+
+    // Broken JSON is refused with the reason, and the rules stay.
+    browser.exec_and_wait(
+        "const f = document.getElementById('rules-form');\
+         f.querySelector('textarea').value = '[{\"name\": \"x\", ';\
+         f.submit();",
+        serde_json::json!([]),
+    );
+    let text = browser.text();
+    assert!(text.contains("not valid JSON"), "{text}");
+    let rules = get(&server.url("/api/v1/alerts/rules"), &admin).json();
+    assert_eq!(rules["rules"].arr().len(), 1);
+    assert_eq!(rules["source"].str(), Some("config"));
+
+    // A new rule set through the form applies live and is recorded with before and after.
+    browser.goto(&server.url("/console/alerts"));
+    browser.exec_and_wait(
+        "const f = document.getElementById('rules-form');\
+         f.querySelector('textarea').value = JSON.stringify([\
+           {name: 'impersonation', kind: 'admin_impersonation'},\
+           {name: 'vip', kind: 'non_owner_access', mailboxes: ['cfo@example.com']}]);\
+         f.submit();",
+        serde_json::json!([]),
+    );
+    let text = browser.text();
+    assert!(
+        text.contains("Rules replaced; the change is record"),
+        "{text}"
+    );
+    assert!(text.contains("2 rule(s), as last saved here"), "{text}");
+    let rules = get(&server.url("/api/v1/alerts/rules"), &admin).json();
+    let names: Vec<&str> = rules["rules"]
+        .arr()
+        .iter()
+        .filter_map(|r| r["name"].str())
+        .collect();
+    assert_eq!(names, ["impersonation", "vip"]);
+    assert_eq!(rules["source"].str(), Some("api"));
+    let changes = audit_records(&server, &admin, "operation=AuditPolicyChange");
+    let change = changes
+        .iter()
+        .find(|r| r.param("change").is_some_and(|c| c.contains("alert_rules")))
+        .expect("the rules change is in the audit log");
+    assert_eq!(change["actor"].str(), Some("console:root"));
+    assert!(change
+        .param("before")
+        .is_some_and(|b| b.contains("ceo@example.com")));
+    assert!(change
+        .param("after")
+        .is_some_and(|a| a.contains("cfo@example.com")));
+}
