@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use mailaudit_alerts::RuleConfig;
-use mailaudit_model::{Operation, Parameter};
+use mailaudit_model::Operation;
 use mailaudit_outputs::{Outputs, OutputsConfig, RulesSource, Shared};
 use mailaudit_pipeline::WriterHandle;
 use mailaudit_server::{ApiError, Caller, Role, State};
@@ -147,27 +147,13 @@ async fn put_rules(
     let rules =
         mailaudit_alerts::validate(new.rules).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (before, _) = shared.rules();
-    let json = |v: &Vec<RuleConfig>| serde_json::to_string(v).unwrap_or_default();
     s.api
         .writer
         .record_audit_access(
             caller.actor(),
             Operation::AuditPolicyChange,
             None,
-            vec![
-                Parameter {
-                    name: "change".into(),
-                    value: r#"{"change":"alert_rules"}"#.into(),
-                },
-                Parameter {
-                    name: "before".into(),
-                    value: json(&before),
-                },
-                Parameter {
-                    name: "after".into(),
-                    value: json(&rules),
-                },
-            ],
+            mailaudit_outputs::rules_change_parameters(&before, &rules),
         )
         .await?;
     let rules = tokio::task::spawn_blocking(move || shared.set_rules(rules))

@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use mailaudit_alerts::RuleConfig;
-use mailaudit_model::{Operation, Parameter};
+use mailaudit_model::Operation;
 use mailaudit_outputs::RulesSource;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -106,11 +106,6 @@ pub async fn update(
     let rules =
         mailaudit_alerts::validate(rules).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     let (before, _) = shared.rules();
-    let json = |v: &Vec<RuleConfig>| serde_json::to_string(v).unwrap_or_default();
-    let param = |name: &str, value: String| Parameter {
-        name: name.into(),
-        value,
-    };
     let record = ctx
         .api
         .writer
@@ -118,11 +113,7 @@ pub async fn update(
             user.actor(),
             Operation::AuditPolicyChange,
             None,
-            vec![
-                param("change", r#"{"change":"alert_rules"}"#.into()),
-                param("before", json(&before)),
-                param("after", json(&rules)),
-            ],
+            mailaudit_outputs::rules_change_parameters(&before, &rules),
         )
         .await?;
     tokio::task::spawn_blocking(move || shared.set_rules(rules))

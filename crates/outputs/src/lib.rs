@@ -18,6 +18,24 @@ pub mod syslog;
 pub use config::OutputsConfig;
 pub use runner::{Outputs, RulesSource, Shared, Wake};
 
+use mailaudit_alerts::RuleConfig;
+use mailaudit_model::Parameter;
+
+/// The parameters of the `AuditPolicyChange` record a rules change is recorded as, wherever
+/// it is made (API or console): switching an alert off must leave a trace of what it was.
+pub fn rules_change_parameters(before: &[RuleConfig], after: &[RuleConfig]) -> Vec<Parameter> {
+    let json = |v: &[RuleConfig]| serde_json::to_string(v).unwrap_or_default();
+    let param = |name: &str, value: String| Parameter {
+        name: name.into(),
+        value,
+    };
+    vec![
+        param("change", r#"{"change":"alert_rules"}"#.into()),
+        param("before", json(before)),
+        param("after", json(after)),
+    ]
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("outputs configuration: {0}")]
