@@ -313,15 +313,39 @@ impl Browser {
     #[track_caller]
     pub fn downloaded(&self, extension: &str) -> (PathBuf, Vec<u8>) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        // Chromium reserves the final name with an empty file while it still writes to a
+        // `.crdownload` beside it: the download is done when that one is gone and the file
+        // has stopped changing.
+        let mut last: Option<(PathBuf, u64, Instant)> = None;
         while Instant::now() < deadline {
-            let found = std::fs::read_dir(self.downloads.path())
+            let paths: Vec<PathBuf> = std::fs::read_dir(self.downloads.path())
                 .expect("reading downloads")
                 .filter_map(|e| e.ok())
                 .map(|e| e.path())
+                .collect();
+            let busy = paths
+                .iter()
+                .any(|p| p.extension().is_some_and(|x| x == "crdownload"));
+            let found = paths
+                .into_iter()
                 .find(|p| p.extension().is_some_and(|x| x == extension));
-            if let Some(p) = found {
-                let bytes = std::fs::read(&p).expect("reading a download");
-                return (p, bytes);
+            match (found, busy) {
+                (Some(p), false) => {
+                    let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    match &last {
+                        Some((q, n, since))
+                            if *q == p
+                                && *n == len
+                                && (len > 0 || since.elapsed() > Duration::from_secs(2)) =>
+                        {
+                            let bytes = std::fs::read(&p).expect("reading a download");
+                            return (p, bytes);
+                        }
+                        Some((q, n, _)) if *q == p && *n == len => {}
+                        _ => last = Some((p, len, Instant::now())),
+                    }
+                }
+                _ => last = None,
             }
             std::thread::sleep(Duration::from_millis(100));
         }
