@@ -578,7 +578,10 @@ impl Session {
                         MessageDataItem::Uid(u) => f.uid = Some(u.get()),
                         MessageDataItem::Rfc822Size(s) => f.size = Some(u64::from(s)),
                         MessageDataItem::Envelope(e) => {
-                            f.subject = f.subject.take().or_else(|| nstring(&e.subject));
+                            f.subject = f
+                                .subject
+                                .take()
+                                .or_else(|| nstring(&e.subject).map(readable_subject));
                             f.message_id = f.message_id.take().or_else(|| nstring(&e.message_id));
                         }
                         MessageDataItem::BodyExt { section, data, .. } => {
@@ -1192,6 +1195,20 @@ fn expand(set: &SequenceSet, max: usize) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// A Subject as a person reads it, RFC 2047 encoded words (`=?UTF-8?B?…?=`) decoded, as the
+/// milter and Dovecot's mail_log record it: a search for its text must find it whichever
+/// source saw the message.
+fn readable_subject(raw: String) -> String {
+    if !raw.contains("=?") {
+        return raw;
+    }
+    let header = format!("Subject: {raw}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse(header.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or(raw)
+}
+
 /// Message-ID and Subject from the start of a message (or its header), unfolded.
 pub(crate) fn header_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
     let mut message_id = None;
@@ -1206,7 +1223,7 @@ pub(crate) fn header_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
             if name.eq_ignore_ascii_case("message-id") && message_id.is_none() {
                 message_id = Some(value);
             } else if name.eq_ignore_ascii_case("subject") && subject.is_none() {
-                subject = Some(value);
+                subject = Some(readable_subject(value));
             }
         }
     };
@@ -1234,6 +1251,15 @@ pub(crate) fn header_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn subjects_are_stored_as_people_read_them() {
+        let (_, subject) =
+            header_fields(b"Message-ID: <a@b>\r\nSubject: =?UTF-8?B?w4RwZmVs?= und\r\n =?ISO-8859-1?Q?Birnen_=E4?=\r\n\r\nbody");
+        assert_eq!(subject.as_deref(), Some("\u{c4}pfel und Birnen \u{e4}"));
+        let (_, plain) = header_fields(b"Subject: Plans =? not a word\r\n\r\n");
+        assert_eq!(plain.as_deref(), Some("Plans =? not a word"));
+    }
     use super::*;
 
     fn now() -> Timestamp {
