@@ -6,10 +6,9 @@
 
 use crate::dovecot::{curl_bin, python, Dovecot, ALL_MAILBOX_OPERATIONS};
 use crate::util::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -55,40 +54,18 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting mailaudit proxy");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut l) = sink.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("mailaudit proxy listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-            }
-        });
+        let (log, _, rx) = watch_output(&mut child, "mailaudit proxy listening on ");
         let mut proxy = Proxy {
             child,
             port: 0,
             log,
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
-                proxy.port = addr
+            Ok(rest) => {
+                proxy.port = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
                     .parse::<std::net::SocketAddr>()
                     .expect("the listening line carries an address")
                     .port();

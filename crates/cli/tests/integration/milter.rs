@@ -19,11 +19,10 @@ use crate::dovecot::{
     dovecot_bin, free_ports, pid_alive, python, require_program, require_root, system_user,
 };
 use crate::util::*;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -208,31 +207,7 @@ impl Milter {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting mailaudit milter");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut l) = sink.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("mailaudit milter listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim().to_string());
-                    }
-                }
-            }
-        });
+        let (log, reader, rx) = watch_output(&mut child, "mailaudit milter listening on ");
         let mut milter = Milter {
             child,
             addr: String::new(),
@@ -240,7 +215,8 @@ impl Milter {
             reader: Some(reader),
         };
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => {
+            Ok(rest) => {
+                let addr = rest.trim().to_string();
                 let expected = listen.strip_suffix(":0").unwrap_or(listen);
                 assert!(addr.starts_with(expected), "{addr} for {listen}");
                 milter.addr = addr;

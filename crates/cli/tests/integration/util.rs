@@ -110,6 +110,45 @@ pub fn token(dir: &Path, role: &str, name: &str) -> String {
     token
 }
 
+/// What a started `mailaudit` process says: its stderr, collected in the returned log by a
+/// reader thread, and the rest of the first stdout line that starts with `ready` (the address
+/// it listens on). Stdout is read to its end, so the process never blocks on a full pipe.
+pub fn watch_output(
+    child: &mut Child,
+    ready: &'static str,
+) -> (
+    Arc<Mutex<String>>,
+    std::thread::JoinHandle<()>,
+    mpsc::Receiver<String>,
+) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = sink.lock() {
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(ready) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        }
+    });
+    (log, reader, rx)
+}
+
 /// A running `mailaudit serve`, killed (SIGKILL) when dropped.
 pub struct Server {
     child: Child,
@@ -132,40 +171,15 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting mailaudit serve");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut l) = sink.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            // Keep reading after the address so that the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("mailaudit listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-            }
-        });
+        let (log, _, rx) = watch_output(&mut child, "mailaudit listening on http://");
         let mut server = Server {
             child,
             base: String::new(),
             log,
         };
         match rx.recv_timeout(PROCESS_TIMEOUT) {
-            Ok(addr) => {
+            Ok(rest) => {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                 assert!(
                     addr.parse::<std::net::SocketAddr>().is_ok(),
                     "the listening line should carry an address, got {addr:?}"
