@@ -3,7 +3,7 @@
 //! record, page by page, so their figures are exact; both are recorded as searches.
 
 use crate::html::{esc, options, query_string};
-use crate::search::{param, parse_search, records_table, short_time, single_mailbox};
+use crate::search::{parse_search, records_table, short_time, single_mailbox, viewed};
 use crate::{render, ConsoleError, Ctx, Signed};
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
@@ -50,12 +50,7 @@ pub(crate) async fn record_view(
             user.actor(),
             Operation::AuditLogSearch,
             single_mailbox(q),
-            vec![
-                param("query", q.describe()),
-                param("total", total.to_string()),
-                param("returned", total.to_string()),
-                param("view", view),
-            ],
+            viewed(q, Some(total as u64), total, view),
         )
         .await?;
     Ok(())

@@ -14,12 +14,7 @@ use mailaudit_model::{AuditRecord, LogonType, Operation, OperationResult, Parame
 use mailaudit_store::{inclusion_proof, PageRequest, Query};
 use std::fmt::Write;
 
-pub(crate) fn param(name: &str, value: impl Into<String>) -> Parameter {
-    Parameter {
-        name: name.into(),
-        value: value.into(),
-    }
-}
+pub(crate) use mailaudit_server::{param, single_mailbox};
 
 /// A search as the page sees it: the URL's pairs (cleaned) and what they mean.
 pub(crate) struct Search {
@@ -142,12 +137,11 @@ pub(crate) fn parse_search(
     })
 }
 
-/// The mailbox a search is about, when it names exactly one.
-pub(crate) fn single_mailbox(q: &Query) -> Option<String> {
-    match q.mailboxes.as_slice() {
-        [one] => Some(one.trim().to_lowercase()),
-        _ => None,
-    }
+/// The `AuditLogSearch` parameters of a console view: the API's, and which page showed it.
+pub(crate) fn viewed(q: &Query, total: Option<u64>, returned: usize, view: &str) -> Vec<Parameter> {
+    let mut params = mailaudit_server::search_parameters(q, total, returned);
+    params.push(param("view", view));
+    params
 }
 
 /// Runs a search and records it (`AuditLogSearch`) before anything is shown.
@@ -166,15 +160,7 @@ pub(crate) async fn run_search(
             user.actor(),
             Operation::AuditLogSearch,
             single_mailbox(q),
-            vec![
-                param("query", q.describe()),
-                param(
-                    "total",
-                    result.total.map(|t| t.to_string()).unwrap_or_default(),
-                ),
-                param("returned", result.records.len().to_string()),
-                param("view", view),
-            ],
+            viewed(q, result.total, result.records.len(), view),
         )
         .await?;
     Ok(result)
@@ -623,45 +609,11 @@ pub(crate) fn parse_format(raw: &str) -> Result<Format, ConsoleError> {
 pub(crate) async fn prepare_export(
     ctx: &Ctx,
     user: &Signed,
-    mut q: Query,
+    q: Query,
     format: Format,
     extra: Vec<Parameter>,
 ) -> Result<(Query, u64), ConsoleError> {
-    // The export holds exactly the records counted: not its own record, nor anything
-    // appended while it streams.
-    q.below_seq = Some(ctx.api.read(|s| Ok(s.size()?)).await?);
-    let query = q.clone();
-    let total = ctx
-        .api
-        .read(move |s| {
-            Ok(s.search(
-                &query,
-                &PageRequest {
-                    limit: 1,
-                    cursor: None,
-                    with_total: true,
-                },
-            )?
-            .total
-            .unwrap_or(0))
-        })
-        .await?;
-    let mut params = vec![
-        param("query", q.describe()),
-        param("format", format.as_str()),
-        param("total", total.to_string()),
-    ];
-    params.extend(extra);
-    ctx.api
-        .writer
-        .record_audit_access(
-            user.actor(),
-            Operation::AuditLogExport,
-            single_mailbox(&q),
-            params,
-        )
-        .await?;
-    Ok((q, total))
+    Ok(mailaudit_server::begin_export(&ctx.api, user.actor(), q, format, extra).await?)
 }
 
 pub async fn export(

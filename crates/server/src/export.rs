@@ -11,7 +11,8 @@ use axum::extract::RawQuery;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mailaudit_export::{ExportWriter, Format};
-use mailaudit_model::Operation;
+use mailaudit_model::{Operation, Parameter};
+use mailaudit_pipeline::Actor;
 use mailaudit_store::{PageRequest, Query};
 use tokio::sync::mpsc;
 
@@ -48,7 +49,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::Auditor])?;
     let pairs = pairs(raw.as_deref());
-    let (mut q, _) = parse_query_pairs(&pairs, &["format"], state.config.max_page)?;
+    let (q, _) = parse_query_pairs(&pairs, &["format"], state.config.max_page)?;
     let format: Format = pairs
         .iter()
         .find(|(k, _)| k == "format")
@@ -56,8 +57,28 @@ pub async fn export(
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("parameter `format`: {e}")))?
         .unwrap_or(Format::JsonLines);
-    // The export holds the records that exist now, exactly the ones counted: not its own
-    // record, appended below, nor anything appended while it streams.
+    let (q, total) = begin_export(&state, caller.actor(), q, format, Vec::new()).await?;
+    Ok(stream_export(
+        state.readers.clone(),
+        q,
+        format,
+        total,
+        "export",
+    ))
+}
+
+/// Fixes an export to the records that exist now, exactly the ones counted (not its own
+/// record, appended here, nor anything appended while it streams), and records it
+/// (`AuditLogExport`, with `extra` parameters) before a byte is sent: an export that cannot
+/// be audited does not happen. Returns the bounded query and its count. The API and the
+/// console both start their exports with this.
+pub async fn begin_export(
+    state: &State,
+    actor: Actor,
+    mut q: Query,
+    format: Format,
+    extra: Vec<Parameter>,
+) -> Result<(Query, u64), ApiError> {
     q.below_seq = Some(state.read(|s| Ok(s.size()?)).await?);
     let query = q.clone();
     let total = state
@@ -74,27 +95,17 @@ pub async fn export(
             .unwrap_or(0))
         })
         .await?;
-    // Recorded before a byte is sent: an export that cannot be audited does not happen.
+    let mut params = vec![
+        param("query", q.describe()),
+        param("format", format.as_str()),
+        param("total", total.to_string()),
+    ];
+    params.extend(extra);
     state
         .writer
-        .record_audit_access(
-            caller.actor(),
-            Operation::AuditLogExport,
-            single_mailbox(&q),
-            vec![
-                param("query", q.describe()),
-                param("format", format.as_str()),
-                param("total", total.to_string()),
-            ],
-        )
+        .record_audit_access(actor, Operation::AuditLogExport, single_mailbox(&q), params)
         .await?;
-    Ok(stream_export(
-        state.readers.clone(),
-        q,
-        format,
-        total,
-        "export",
-    ))
+    Ok((q, total))
 }
 
 /// Writes every record of `q` (a snapshot) to `out`, page by page. Blocking: call it off the

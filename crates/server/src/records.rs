@@ -13,7 +13,7 @@ use mailaudit_store::{inclusion_proof, InclusionProof, Query, SearchPage};
 
 type St = axum::extract::State<State>;
 
-pub(crate) fn param(name: &str, value: impl Into<String>) -> Parameter {
+pub fn param(name: &str, value: impl Into<String>) -> Parameter {
     Parameter {
         name: name.into(),
         value: value.into(),
@@ -21,11 +21,21 @@ pub(crate) fn param(name: &str, value: impl Into<String>) -> Parameter {
 }
 
 /// The mailbox a search is about, when it names exactly one.
-pub(crate) fn single_mailbox(q: &Query) -> Option<String> {
+pub fn single_mailbox(q: &Query) -> Option<String> {
     match q.mailboxes.as_slice() {
         [one] => Some(one.trim().to_lowercase()),
         _ => None,
     }
+}
+
+/// What an `AuditLogSearch` record says of a search: the query, its exact total and how many
+/// records were shown. The API and the console record their searches the same way.
+pub fn search_parameters(q: &Query, total: Option<u64>, returned: usize) -> Vec<Parameter> {
+    vec![
+        param("query", q.describe()),
+        param("total", total.map(|t| t.to_string()).unwrap_or_default()),
+        param("returned", returned.to_string()),
+    ]
 }
 
 pub async fn health(axum::extract::State(state): St) -> Result<Json<serde_json::Value>, ApiError> {
@@ -48,14 +58,7 @@ pub async fn search(
             caller.actor(),
             Operation::AuditLogSearch,
             single_mailbox(&q),
-            vec![
-                param("query", q.describe()),
-                param(
-                    "total",
-                    result.total.map(|t| t.to_string()).unwrap_or_default(),
-                ),
-                param("returned", result.records.len().to_string()),
-            ],
+            search_parameters(&q, result.total, result.records.len()),
         )
         .await?;
     Ok(Json(result))
