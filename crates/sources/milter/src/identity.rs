@@ -9,29 +9,9 @@ pub fn normalise_address(a: &str) -> String {
         .to_lowercase()
 }
 
-fn domain_of(identity: &str) -> Option<&str> {
-    identity
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| !d.is_empty())
-}
-
-fn local_part(identity: &str) -> &str {
-    identity.rsplit_once('@').map_or(identity, |(l, _)| l)
-}
-
-/// Whether two names denote the same account: equal, or one is a bare login matching the
-/// other's local part (the rule `mailaudit_policy::same_identity` applies to records).
-pub fn same_identity(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    if a.eq_ignore_ascii_case(b) {
-        return true;
-    }
-    match (domain_of(a), domain_of(b)) {
-        (Some(_), Some(_)) => false,
-        _ => local_part(a).eq_ignore_ascii_case(local_part(b)),
-    }
-}
+/// Whether two names denote the same account: the pipeline's own rule, so the milter and
+/// the classification of its records never disagree.
+pub use mailaudit_policy::same_identity;
 
 #[cfg(test)]
 mod tests {

@@ -296,11 +296,6 @@ impl Classifier {
             .unwrap_or(self.rate.default_per_hour)
     }
 
-    /// A transaction ended before its end of message.
-    pub fn note_aborted(&mut self) {
-        self.counters.aborted += 1;
-    }
-
     /// Decides what one finished message is. `now` is the time of the end of message.
     pub fn classify(&mut self, sub: &Submission, now: Timestamp) -> Verdict {
         self.counters.messages += 1;
