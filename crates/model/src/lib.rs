@@ -15,7 +15,9 @@ mod time;
 
 pub use canonical::{encode_canonical, CANONICAL_VERSION};
 pub use imported::ImportedObservation;
-pub use observation::{parse_observation_json, Observation, ObservationError};
+pub use observation::{
+    clip, parse_observation_json, Observation, ObservationError, MAX_FIELD_LEN, MAX_ITEMS,
+};
 pub use operation::{LogonType, Operation, OperationResult, ParseEnumError};
 pub use record::{AuditRecord, Client, Item, Parameter, Provenance};
 pub use time::{Timestamp, TimestampError};

@@ -52,6 +52,19 @@ pub struct ObservationError {
 pub const MAX_FIELD_LEN: usize = 4096;
 /// Most items one record may carry; a larger operation is split by the source.
 pub const MAX_ITEMS: usize = 100_000;
+
+/// `s` cut to at most `max` bytes at a character boundary: how sources keep a long subject
+/// or Message-ID within `MAX_FIELD_LEN` instead of losing the record to `check`.
+pub fn clip(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_string()
+}
 /// How far ahead of mailaudit's clock an observation may claim to be.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 24 * 3600;
 
@@ -160,6 +173,15 @@ impl Observation {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("short".into(), 10), "short");
+        // "ä" is two bytes: a cut inside it backs off to before it.
+        assert_eq!(clip("a\u{e4}b".into(), 2), "a");
+        assert_eq!(clip("a\u{e4}b".into(), 3), "a\u{e4}");
+    }
+
     use super::*;
 
     fn now() -> Timestamp {

@@ -26,10 +26,9 @@ use mailaudit_model::{
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Longest string put into a record field (the model refuses longer ones).
-const MAX_FIELD: usize = 4096;
-/// Most items one record carries; a larger fetch is recorded with the first ones and a count.
-const MAX_ITEMS: usize = 100_000;
+/// Longest string put into a record field (the model refuses longer ones); a fetch of more
+/// messages than a record carries is recorded with the first ones and a count.
+use mailaudit_model::{MAX_FIELD_LEN as MAX_FIELD, MAX_ITEMS};
 
 /// Where the connection comes from.
 #[derive(Debug, Clone, Default)]
@@ -1096,16 +1095,7 @@ fn param(name: &str, value: &str) -> Parameter {
     }
 }
 
-pub(crate) fn clip(s: String, max: usize) -> String {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default().to_string()
-}
+pub(crate) use mailaudit_model::clip;
 
 fn normalize_inbox(folder: &str) -> String {
     if folder.eq_ignore_ascii_case("INBOX") {

@@ -48,8 +48,8 @@ pub const SOURCE: &str = "milter";
 pub const RATE_EXCEEDED: &str = "rate exceeded";
 
 /// Longest value kept in a string field: the model's `Observation::check` refuses longer
-/// ones (4096 bytes), and a long subject must not cost the record.
-const MAX_FIELD: usize = 4096;
+/// ones, and a long subject must not cost the record.
+use mailaudit_model::MAX_FIELD_LEN as MAX_FIELD;
 /// Longest parameter value (the recipient list).
 const MAX_PARAMETER: usize = 16 * MAX_FIELD;
 

@@ -54,16 +54,7 @@ pub(super) struct Finished {
     time: Timestamp,
 }
 
-pub(super) fn clip(s: String, max: usize) -> String {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default().to_string()
-}
+pub(super) use mailaudit_model::clip;
 
 pub(super) fn clip_opt(s: Option<String>) -> Option<String> {
     s.map(|s| clip(s, MAX_FIELD))

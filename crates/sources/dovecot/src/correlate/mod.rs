@@ -41,10 +41,8 @@ pub(crate) const CACHE_CAPACITY: usize = 4096;
 pub(crate) const ENDED_GRACE_SECS: i64 = 600;
 /// How long an idle session that never ended is remembered (long IDLE connections).
 pub(crate) const IDLE_LIMIT_SECS: i64 = 2 * 24 * 3600;
-/// Most items per observation (the model's limit); larger operations are split.
-const MAX_ITEMS: usize = 100_000;
-/// Longest string field the model accepts.
-const MAX_FIELD: usize = 4096;
+/// The model's limits: larger operations are split, longer strings clipped.
+use mailaudit_model::{MAX_FIELD_LEN as MAX_FIELD, MAX_ITEMS};
 
 pub(crate) const NO_MESSAGE_ID: &str = "Dovecot logged no Message-ID for this message: its events name only the UID, and no mail_log line (save, copy, flag_change or expunge, with mail_log_fields msgid subject) about this UID was seen; see docs/dovecot.md";
 const APPEND_HINT: &str = "Dovecot's events do not identify appended messages; mail_log's save line does (mail_log_events save); see docs/dovecot.md";
