@@ -963,7 +963,9 @@ impl Store for SqliteStore {
                 (id, c)
             })
             .collect();
-        let candidates: Vec<AuditRecord> = {
+        // Each candidate's seq and leaf hash: hashed once, checked against its stored prefix,
+        // and kept as the pruned leaf.
+        let candidates: Vec<(u64, Hash)> = {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT {RECORD_COLUMNS} FROM records WHERE time_s <= ?1 ORDER BY seq"
             ))?;
@@ -981,7 +983,7 @@ impl Store for SqliteStore {
                             what: "its contents no longer match its leaf hash; refusing to prune it (run `mailaudit verify`)".into(),
                         });
                     }
-                    out.push(record);
+                    out.push((record.seq, leaf));
                 }
             }
             out
@@ -992,10 +994,9 @@ impl Store for SqliteStore {
         {
             let mut keep = tx.prepare("INSERT INTO pruned(seq, leaf) VALUES(?1, ?2)")?;
             let mut delete = tx.prepare("DELETE FROM records WHERE seq = ?1")?;
-            for r in &candidates {
-                let leaf = leaf_hash(&encode_canonical(r));
-                keep.execute(params![r.seq as i64, &leaf[..]])?;
-                delete.execute([r.seq as i64])?;
+            for (seq, leaf) in &candidates {
+                keep.execute(params![*seq as i64, &leaf[..]])?;
+                delete.execute([*seq as i64])?;
             }
         }
         tx.commit()?;
