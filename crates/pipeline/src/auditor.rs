@@ -1,8 +1,8 @@
 //! The synchronous core of the pipeline over one store.
 
 use mailaudit_model::{
-    AuditRecord, Client, ImportedObservation, Observation, Operation, OperationResult, Parameter,
-    Provenance, Timestamp,
+    AuditRecord, Client, ImportedObservation, LogonType, Observation, Operation, OperationResult,
+    Parameter, Provenance, Timestamp,
 };
 use mailaudit_policy::{classify, Decision, Policy, PolicyChange, PolicyError, SkipReason};
 use mailaudit_store::{sign_checkpoint, SignerKey, Store, StoreError, StoredCheckpoint};
@@ -101,6 +101,9 @@ impl Stats {
     }
 }
 
+/// Per input, `None` (kept) or the skip reason; the kept records; their keys; the skips.
+type Decided<K> = (Vec<Option<&'static str>>, Vec<AuditRecord>, Vec<K>, Stats);
+
 pub struct Auditor<S: Store> {
     store: S,
     policy: Policy,
@@ -155,6 +158,48 @@ impl<S: Store> Auditor<S> {
         Ok(&self.policy)
     }
 
+    /// Classifies each observation (keeping the logon type or external flag its source
+    /// reported, when it did), builds its record and, with `apply_policy`, asks the policy.
+    /// Per input: `None` when its record is kept (the kept records and their keys are
+    /// returned in input order), `Some(reason)` when it is skipped.
+    fn decide_batch<K>(
+        &mut self,
+        items: Vec<(Observation, Option<LogonType>, Option<bool>, K)>,
+        apply_policy: bool,
+    ) -> Result<Decided<K>, PipelineError> {
+        self.refresh_policy()?;
+        let now = Timestamp::now();
+        let mut decided = Vec::with_capacity(items.len());
+        let mut keep = Vec::with_capacity(items.len());
+        let mut keys = Vec::with_capacity(items.len());
+        let mut skipped = Stats::default();
+        for (obs, logon_type, external, key) in items {
+            let class = classify(&obs);
+            let logon_type = logon_type.unwrap_or(class.logon_type);
+            let external = external.unwrap_or(class.external);
+            let record = build_record(obs, logon_type, external, now);
+            let decision = if apply_policy {
+                self.policy.decide(
+                    &record.mailbox,
+                    &record.actor,
+                    record.operation,
+                    record.logon_type,
+                )
+            } else {
+                Decision::Record
+            };
+            match decision {
+                Decision::Record => {
+                    decided.push(None);
+                    keys.push(key);
+                    keep.push(record);
+                }
+                Decision::Skip(reason) => decided.push(Some(skipped.count_skip(reason))),
+            }
+        }
+        Ok((decided, keep, keys, skipped))
+    }
+
     /// Classifies and filters a batch, and appends what the policy keeps in one durable
     /// transaction, together with `settings` (a source's position). Outcomes are in input
     /// order.
@@ -163,41 +208,26 @@ impl<S: Store> Auditor<S> {
         observations: Vec<Observation>,
         settings: &[(&str, &str)],
     ) -> Result<(Vec<IngestOutcome>, Vec<AuditRecord>), PipelineError> {
-        self.refresh_policy()?;
-        let now = Timestamp::now();
-        let mut outcomes = Vec::with_capacity(observations.len());
-        let mut keep = Vec::with_capacity(observations.len());
-        let mut skipped = Stats::default();
-        for obs in observations {
-            let class = classify(&obs);
-            let record = build_record(obs, class.logon_type, class.external, now);
-            match self.policy.decide(
-                &record.mailbox,
-                &record.actor,
-                record.operation,
-                record.logon_type,
-            ) {
-                Decision::Record => {
-                    outcomes.push(IngestOutcome::Stored { seq: 0 });
-                    keep.push(record);
-                }
-                Decision::Skip(reason) => {
-                    let reason = skipped.count_skip(reason);
-                    outcomes.push(IngestOutcome::Skipped { reason });
-                }
-            }
-        }
+        let items = observations
+            .into_iter()
+            .map(|o| (o, None, None, ()))
+            .collect();
+        let (decided, keep, _, skipped) = self.decide_batch(items, true)?;
         let stored = if keep.is_empty() && settings.is_empty() {
             Vec::new()
         } else {
             self.store.append(keep, settings)?
         };
         let mut seqs = stored.iter().map(|r| r.seq);
-        for o in outcomes.iter_mut() {
-            if let IngestOutcome::Stored { seq } = o {
-                *seq = seqs.next().unwrap_or_default();
-            }
-        }
+        let outcomes = decided
+            .into_iter()
+            .map(|d| match d {
+                None => IngestOutcome::Stored {
+                    seq: seqs.next().unwrap_or_default(),
+                },
+                Some(reason) => IngestOutcome::Skipped { reason },
+            })
+            .collect();
         self.stats.add(stored.len(), &skipped);
         Ok((outcomes, stored))
     }
@@ -216,39 +246,12 @@ impl<S: Store> Auditor<S> {
         settings: &[(&str, &str)],
         apply_policy: bool,
     ) -> Result<(Vec<ImportOutcome>, Vec<AuditRecord>), PipelineError> {
-        self.refresh_policy()?;
-        let now = Timestamp::now();
-        let mut outcomes = Vec::with_capacity(imported.len());
-        let mut keep = Vec::with_capacity(imported.len());
-        let mut keys = Vec::with_capacity(imported.len());
-        let mut skipped = Stats::default();
-        for imp in imported {
-            let class = classify(&imp.observation);
-            let logon_type = imp.logon_type.unwrap_or(class.logon_type);
-            let external = imp.external.unwrap_or(class.external);
-            let record = build_record(imp.observation, logon_type, external, now);
-            let decision = if apply_policy {
-                self.policy.decide(
-                    &record.mailbox,
-                    &record.actor,
-                    record.operation,
-                    record.logon_type,
-                )
-            } else {
-                Decision::Record
-            };
-            match decision {
-                Decision::Record => {
-                    outcomes.push(ImportOutcome::Stored { seq: 0 });
-                    keys.push(source_key_hash(&imp.source_key));
-                    keep.push(record);
-                }
-                Decision::Skip(reason) => {
-                    let reason = skipped.count_skip(reason);
-                    outcomes.push(ImportOutcome::Skipped { reason });
-                }
-            }
-        }
+        let items = imported
+            .into_iter()
+            .map(|i| (i.observation, i.logon_type, i.external, i.source_key))
+            .collect();
+        let (decided, keep, keys, skipped) = self.decide_batch(items, apply_policy)?;
+        let keys: Vec<[u8; 32]> = keys.iter().map(|k| source_key_hash(k)).collect();
         let appended = if keep.is_empty() && settings.is_empty() {
             Vec::new()
         } else {
@@ -256,17 +259,20 @@ impl<S: Store> Auditor<S> {
         };
         let mut results = appended.into_iter();
         let mut stored = Vec::new();
-        for o in outcomes.iter_mut() {
-            if let ImportOutcome::Stored { seq } = o {
-                match results.next().flatten() {
+        let outcomes = decided
+            .into_iter()
+            .map(|d| match d {
+                None => match results.next().flatten() {
                     Some(r) => {
-                        *seq = r.seq;
+                        let seq = r.seq;
                         stored.push(r);
+                        ImportOutcome::Stored { seq }
                     }
-                    None => *o = ImportOutcome::Duplicate,
-                }
-            }
-        }
+                    None => ImportOutcome::Duplicate,
+                },
+                Some(reason) => ImportOutcome::Skipped { reason },
+            })
+            .collect();
         self.stats.add(stored.len(), &skipped);
         Ok((outcomes, stored))
     }
