@@ -61,7 +61,7 @@ pub(crate) fn audit_everything(auditor: &mut Auditor<SqliteStore>) -> Result<()>
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -81,7 +81,7 @@ fn date_alternation(from: Timestamp, days: i64) -> String {
         .join("|")
 }
 
-fn grep_count(file: &std::path::Path, regex: &str) -> Result<(u64, Duration)> {
+pub(crate) fn grep_count(file: &std::path::Path, regex: &str) -> Result<(u64, Duration)> {
     let start = Instant::now();
     let out = Command::new("grep")
         .env("LC_ALL", "C")

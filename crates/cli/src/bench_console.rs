@@ -79,12 +79,9 @@ fn build(args: &BenchConsoleArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `p` quantile of sorted times, in milliseconds.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    crate::bench::percentile(sorted, p).as_secs_f64() * 1000.0
 }
 
 fn date(t: Timestamp) -> String {

@@ -2,6 +2,7 @@
 //! proxy (in this process, recording into a fresh data directory), side by side in one run:
 //! throughput of fetching a whole mailbox, and the latency of small commands.
 
+use crate::bench::percentile;
 use crate::datadir;
 use crate::proxy::JournalSink;
 use anyhow::{bail, Context, Result};
@@ -127,14 +128,6 @@ fn literal_size(line: &[u8]) -> Option<u64> {
         .trim_end_matches('+')
         .parse()
         .ok()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn message(i: usize, size: usize) -> Vec<u8> {

@@ -5,12 +5,12 @@
 //! The importers are timed reading and mapping (what `import` does before the pipeline);
 //! the store's own ingest rate is `mailaudit bench`'s subject.
 
-use anyhow::{bail, Context as _, Result};
+use crate::bench::grep_count;
+use anyhow::{bail, Result};
 use clap::Args;
 use mailaudit_source_import::{open, Context, Format, Parsed};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -140,25 +140,6 @@ fn generate(path: &Path, g: &Generator, bytes: u64) -> Result<u64> {
     out.write_all(g.footer.as_bytes())?;
     out.flush()?;
     Ok(i)
-}
-
-fn grep_count(file: &Path, regex: &str) -> Result<(u64, Duration)> {
-    let start = Instant::now();
-    let out = Command::new("grep")
-        .env("LC_ALL", "C")
-        .args(["-c", "-E", regex])
-        .arg(file)
-        .output()
-        .context("running grep")?;
-    let elapsed = start.elapsed();
-    if !out.status.success() && out.status.code() != Some(1) {
-        bail!("grep failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let n = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    Ok((n, elapsed))
 }
 
 pub fn run(args: BenchImportArgs) -> Result<i32> {
