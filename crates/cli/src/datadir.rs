@@ -27,6 +27,18 @@ pub fn is_initialised(dir: &Path) -> bool {
     dir.join(KEY_FILE).exists()
 }
 
+/// Creates the data directory if there is none yet, saying so and printing the verifier key
+/// once (`serve`, `proxy` and `milter` start on a fresh directory). True when it was created.
+pub fn ensure_initialised(dir: &Path) -> Result<bool> {
+    if is_initialised(dir) {
+        return Ok(false);
+    }
+    let created = init(dir, None)?;
+    eprintln!("initialised a new data directory {}", dir.display());
+    eprintln!("verifier key: {}", created.verifier);
+    Ok(true)
+}
+
 pub fn init(dir: &Path, name: Option<&str>) -> Result<Created> {
     if is_initialised(dir) {
         bail!(

@@ -477,11 +477,7 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
     let mode = u32::from_str_radix(args.socket_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--socket-mode {}: not an octal mode", args.socket_mode))?;
     let socket_gid = args.socket_group.as_deref().map(group_id).transpose()?;
-    if !datadir::is_initialised(dir) {
-        let created = datadir::init(dir, None)?;
-        eprintln!("initialised a new data directory {}", dir.display());
-        eprintln!("verifier key: {}", created.verifier);
-    }
+    datadir::ensure_initialised(dir)?;
     let auditor = datadir::open_auditor(dir)?;
     // Mailboxes the audit policy names are known mailboxes: a bare login matching one of
     // them by local part acts as it.
@@ -506,7 +502,7 @@ pub fn run(dir: &Path, args: MilterArgs) -> Result<i32> {
         .context("starting the async runtime")?;
     let interval = Duration::from_secs(args.counters_interval.max(1));
     runtime.block_on(async move {
-        let stop = shutdown_signal();
+        let stop = crate::serve::shutdown();
         tokio::spawn(log_counters(shared.clone(), interval));
         match listen {
             Listen::Inet(addr) => {
@@ -614,21 +610,6 @@ async fn log_counters(shared: Arc<Shared>, every: Duration) {
         if now != last {
             tracing::info!("{}", counters_line(&now));
             last = now;
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

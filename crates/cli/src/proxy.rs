@@ -165,11 +165,7 @@ pub fn run(dir: &Path, args: ProxyArgs) -> Result<i32> {
         OnAuditFailure::Refuse => AuditFailure::Refuse,
         OnAuditFailure::Pass => AuditFailure::Pass,
     };
-    if !datadir::is_initialised(dir) {
-        let created = datadir::init(dir, None)?;
-        eprintln!("initialised a new data directory {}", dir.display());
-        eprintln!("verifier key: {}", created.verifier);
-    }
+    datadir::ensure_initialised(dir)?;
     let auditor = datadir::open_auditor(dir)?;
     let key = format!("source:imap-proxy:journal:{}", args.journal);
     let left = auditor
@@ -210,7 +206,7 @@ pub fn run(dir: &Path, args: ProxyArgs) -> Result<i32> {
         tracing::info!("IMAP proxy on {local} for {}", args.upstream);
         tokio::select! {
             r = server.clone().run(listener) => r.context("accepting connections")?,
-            _ = shutdown() => {}
+            _ = crate::serve::shutdown() => {}
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -464,22 +460,6 @@ async fn journal_task(
             }
         }
     }
-}
-
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

@@ -72,12 +72,7 @@ fn fill_demo(dir: &Path, records: u64) -> Result<()> {
 }
 
 pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
-    let fresh = !datadir::is_initialised(dir);
-    if fresh {
-        let created = datadir::init(dir, None)?;
-        eprintln!("initialised a new data directory {}", dir.display());
-        eprintln!("verifier key: {}", created.verifier);
-    }
+    datadir::ensure_initialised(dir)?;
     if args.demo {
         fill_demo(dir, args.demo_records)?;
         let mut store = datadir::open_store(dir)?;
@@ -222,7 +217,8 @@ async fn retention(writer: WriterHandle, every: Duration) {
     }
 }
 
-async fn shutdown() {
+/// Resolves on Ctrl-C or SIGTERM: how `serve`, `proxy` and `milter` are asked to stop.
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
