@@ -210,7 +210,7 @@ fn import_file(
                 }
                 let o = &r.observation;
                 let entry = coverage
-                    .entry(o.mailbox.trim().to_lowercase())
+                    .entry(mailaudit_pipeline::normalise(&o.mailbox))
                     .or_insert((o.time, o.time, 0));
                 entry.0 = entry.0.min(o.time);
                 entry.1 = entry.1.max(o.time);
@@ -268,7 +268,7 @@ pub fn coverage(dir: &Path, mailbox: Option<&str>) -> Result<i32> {
     let store = datadir::open_store(dir)?;
     let mut entries = store.coverage()?;
     if let Some(m) = mailbox {
-        let m = m.trim().to_lowercase();
+        let m = mailaudit_pipeline::normalise(m);
         entries.retain(|e| e.mailbox == m);
     }
     if entries.is_empty() {

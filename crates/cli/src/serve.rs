@@ -150,6 +150,8 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<i32> {
             match tls {
                 Some(acceptor) => {
                     let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+                    // The no-op tap is what gives a custom listener axum's
+                    // `ConnectInfo<SocketAddr>`, which the login rate limit needs.
                     axum::serve(axum::serve::ListenerExt::tap_io(listener, |_| {}), app)
                         .with_graceful_shutdown(shutdown())
                         .await

@@ -77,31 +77,41 @@ pub async fn show(
     let mut records = all_records(&ctx, &q).await?;
     records.reverse();
     let (open, failed) = open_sessions(&records);
-    // The folder each open connection is in: its newest record that names one.
-    let mut folders = Vec::with_capacity(open.len());
-    for s in &open {
-        let q = Query {
-            mailboxes: vec![s.mailbox.clone()],
-            actors: vec![s.actor.clone()],
-            from: Some(s.time),
-            ..Default::default()
-        };
-        let session = s.client.session.clone();
-        let page = PageRequest {
-            limit: 50,
-            cursor: None,
-            with_total: false,
-        };
-        let found = ctx
-            .api
-            .read(move |st| Ok(st.search(&q, &page)?))
-            .await?
-            .records
-            .into_iter()
-            .filter(|r| session.is_none() || r.client.session == session)
-            .find_map(|r| r.folder);
-        folders.push(found);
-    }
+    // The folder each open connection is in: its newest record that names one. All the
+    // lookups go in one read, on one pooled connection.
+    let lookups: Vec<(Query, Option<String>)> = open
+        .iter()
+        .map(|s| {
+            let q = Query {
+                mailboxes: vec![s.mailbox.clone()],
+                actors: vec![s.actor.clone()],
+                from: Some(s.time),
+                ..Default::default()
+            };
+            (q, s.client.session.clone())
+        })
+        .collect();
+    let folders: Vec<Option<String>> = ctx
+        .api
+        .read(move |st| {
+            let page = PageRequest {
+                limit: 50,
+                cursor: None,
+                with_total: false,
+            };
+            let mut folders = Vec::with_capacity(lookups.len());
+            for (q, session) in &lookups {
+                let found = st
+                    .search(q, &page)?
+                    .records
+                    .into_iter()
+                    .filter(|r| session.is_none() || r.client.session == *session)
+                    .find_map(|r| r.folder);
+                folders.push(found);
+            }
+            Ok(folders)
+        })
+        .await?;
     record_view(&ctx, &user, &q, "sessions", records.len()).await?;
     let mut b = String::new();
     let _ = write!(

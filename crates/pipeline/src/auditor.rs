@@ -112,7 +112,9 @@ pub struct Auditor<S: Store> {
     stats: Stats,
 }
 
-fn normalise(name: &str) -> String {
+/// A mailbox or actor name as records store it (trimmed, lower case): what to compare a
+/// name with before looking it up among stored records or coverage.
+pub fn normalise(name: &str) -> String {
     name.trim().to_lowercase()
 }
 

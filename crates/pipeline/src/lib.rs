@@ -11,7 +11,7 @@ mod auditor;
 mod writer;
 
 pub use auditor::{
-    load_policy, source_key_hash, Actor, Auditor, ImportOutcome, IngestOutcome, PipelineError,
-    Stats, POLICY_SETTING,
+    load_policy, normalise, source_key_hash, Actor, Auditor, ImportOutcome, IngestOutcome,
+    PipelineError, Stats, POLICY_SETTING,
 };
 pub use writer::{WriterConfig, WriterHandle};
