@@ -45,7 +45,7 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
 }
 
 /// The largest power of two strictly below `n`, where RFC 6962 splits a tree of `n >= 2` leaves.
-pub(crate) fn split_point(n: u64) -> u64 {
+pub fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (63 - (n - 1).leading_zeros())
 }

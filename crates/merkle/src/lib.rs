@@ -14,5 +14,5 @@ mod proof;
 pub use checkpoint::{Checkpoint, CheckpointError, SignerKey, VerifierKey};
 pub use error::{MerkleError, ProofError};
 pub use frontier::Frontier;
-pub use hash::{empty_root, leaf_hash, node_hash, root_of, Hash};
+pub use hash::{empty_root, leaf_hash, node_hash, root_of, split_point, Hash};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};

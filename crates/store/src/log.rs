@@ -319,25 +319,14 @@ fn subtree_hash(store: &dyn Store, a: u64, b: u64) -> Result<Hash, StoreError> {
                 StoreError::Invalid(format!("tile {i} is missing; run `mailaudit verify`"))
             })?);
         }
-        return Ok(root_of_subtrees(&tiles));
+        // Complete subtrees of equal size fold like leaves.
+        return Ok(mailaudit_merkle::root_of(&tiles));
     }
-    let k = 1u64 << (63 - (n - 1).leading_zeros());
+    let k = mailaudit_merkle::split_point(n);
     Ok(node_hash(
         &subtree_hash(store, a, a + k)?,
         &subtree_hash(store, a + k, b)?,
     ))
-}
-
-/// Root over complete, equal-sized subtree hashes (a power-of-two count).
-fn root_of_subtrees(hashes: &[Hash]) -> Hash {
-    let mut level = hashes.to_vec();
-    while level.len() > 1 {
-        level = level.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
-    }
-    level
-        .first()
-        .copied()
-        .unwrap_or_else(mailaudit_merkle::empty_root)
 }
 
 /// Builds the inclusion proof of record `seq` against a stored checkpoint covering it.
