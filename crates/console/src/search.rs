@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use mailaudit_export::{ExportWriter, Format};
 use mailaudit_model::{AuditRecord, LogonType, Operation, OperationResult, Parameter, Timestamp};
-use mailaudit_store::{inclusion_proof, PageRequest, Query};
+use mailaudit_store::{PageRequest, Query};
 use std::fmt::Write;
 
 pub(crate) use mailaudit_server::{param, single_mailbox};
@@ -563,18 +563,7 @@ pub async fn proof(
 ) -> Result<Response, ConsoleError> {
     let seq = parse_id(&id)?;
     let r = visible_record(&ctx, &user, seq).await?;
-    let covering = ctx
-        .api
-        .read(move |s| Ok(s.checkpoints()?.into_iter().rev().find(|c| c.size > seq)))
-        .await?;
-    let checkpoint = match covering {
-        Some(c) => c,
-        None => ctx.api.writer.checkpoint().await?,
-    };
-    let proof = ctx
-        .api
-        .read(move |s| Ok(inclusion_proof(&*s, seq, &checkpoint)?))
-        .await?;
+    let proof = mailaudit_server::prove(&ctx.api, seq).await?;
     ctx.api
         .writer
         .record_audit_access(

@@ -21,7 +21,7 @@ pub use auth::{create_token, Caller, Role};
 pub use error::ApiError;
 pub use export::{begin_export, stream_export, write_all};
 pub use params::parse_query_pairs;
-pub use records::{param, search_parameters, single_mailbox};
+pub use records::{param, prove, search_parameters, single_mailbox};
 pub use sources::{DovecotIntake, SourceRegistry};
 pub use state::{ReaderPool, ServerConfig, State};
 
